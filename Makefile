@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= demo_output
+
+.PHONY: demo test test-train bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/leukomorph analyze src/leukomorph/sample/pbc_healthy --case pbc_healthy_sample --out $(OUT) --overwrite
+	@echo "Report: $(abspath $(OUT))/report.html"
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+# Optional: training tests on the small CPU build of torch (not part of `make test`).
+test-train: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' onnx
+	$(BIN)/python -m pytest -m train
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/throughput.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""Command-line interface (Typer). Progress bars live here only."""

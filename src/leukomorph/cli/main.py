@@ -1,0 +1,210 @@
+"""`leukomorph` command.
+
+Exit codes of ``analyze``:
+  0  every input was classified and the outputs were written
+  1  outputs were written but some inputs were skipped (listed in cells.csv / results.json / report)
+  2  usage error (bad option or argument)
+  3  the output folder already holds results (use --overwrite)
+  4  no input could be read: nothing was written
+  5  model error (missing, corrupt or sha256 mismatch)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import ConfigError, LeukoMorphError, ModelError, OutputExistsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="LeukoMorph: leukemia morphology decision support.")
+console = Console(stderr=True)
+
+EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_EXISTS, EXIT_NO_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4, 5
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[str, list[str]]]:
+    from ..io import expand_inputs
+
+    if not per_folder:
+        name = case or (Path(paths[0]).name if len(paths) == 1 and Path(paths[0]).is_dir() else "case")
+        return [(name, expand_inputs(paths))]
+    cases = []
+    for p in paths:
+        base = Path(p)
+        if not base.is_dir():
+            raise ConfigError(f"{p}: --per-folder needs folders, each holding one sub-folder per case")
+        for sub in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            cases.append((sub.name, expand_inputs([str(base / sub.name)])))
+    if not cases:
+        raise ConfigError("--per-folder: no case sub-folders found")
+    return cases
+
+
+@app.command()
+def analyze(
+    paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns of single-cell crops."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per case with --per-folder)."),
+    case: str = typer.Option(None, "--case", help="Case name (default: the folder name, or 'case')."),
+    per_folder: bool = typer.Option(False, "--per-folder", help="Each sub-folder of PATH is one case."),
+    model: str = typer.Option(None, "--model", help="Model name from `leukomorph models` or path to a model card."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace LeukoMorph's output files if present."),
+    threads: int = typer.Option(0, "--threads", help="Inference threads (0: onnxruntime default)."),
+) -> None:
+    """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
+    from ..models import DEFAULT_CLASSIFIER, load_classifier
+    from ..pipeline import AnalyzeConfig, run_case
+    from ..report import prepare_output_dir, write_outputs
+
+    cfg = AnalyzeConfig(model=model or DEFAULT_CLASSIFIER, threads=threads or None)
+    try:
+        cases = _cases(paths, per_folder, case)
+        outs = {name: (out / name if per_folder else out) for name, _ in cases}
+        for o in outs.values():
+            prepare_output_dir(o, overwrite)  # refuse early, before any work
+        clf = load_classifier(cfg.model, threads=cfg.threads)
+    except OutputExistsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_EXISTS) from exc
+    except ModelError as exc:
+        console.print(f"[red]model error:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL) from exc
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    code = EXIT_OK
+    for name, files in cases:
+        with _progress() as bar:
+            task = bar.add_task(f"{name}", total=len(files))
+            result = run_case(files, name, cfg, clf, progress=lambda d, t, task=task: bar.update(task, completed=d))
+        for s in result.skipped:
+            console.print(f"[yellow]skipped[/yellow] {s.source}: {s.reason}")
+        if not result.predictions:
+            console.print(
+                f"[red]error:[/red] case {name}: no readable image among {len(files)} input(s); nothing written"
+            )
+            code = max(code, EXIT_NO_INPUT)
+            continue
+        written = write_outputs(result, outs[name], overwrite=overwrite, argv=sys.argv)
+        s = result.suggestion
+        colour = "red" if s.urgent else "cyan"
+        console.print(
+            f"[bold]{name}[/bold]: {len(result.predictions)} cells, blasts {result.differential.blast_percent:.1f}% "
+            f"→ [{colour}]{s.code}[/{colour}]"
+        )
+        console.print(f"report: {written['report.html']}")
+        if result.skipped:
+            code = max(code, EXIT_SKIPPED)
+    raise typer.Exit(code)
+
+
+@app.command()
+def models() -> None:
+    """List bundled models (their cards)."""
+    from ..models import list_cards
+
+    t = Table("name", "version", "task", "input", "sha256")
+    for c in list_cards():
+        t.add_row(c.name, c.version, c.task, f"{c.input_size}px {c.input.get('dtype', '')}", c.sha256[:16])
+    Console().print(t)
+
+
+@app.command("train-classifier")
+def train_classifier_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for model.onnx, card, split.csv, metrics."),
+    datasets: str = typer.Option(
+        "pbc,deepapl", help="Comma list of shared data sets, and/or paths to class folders or CSV manifests."
+    ),
+    data_root: Path = typer.Option(
+        None, "--data-root", help="Shared data folder (default $LEUKOMORPH_DATA or ../shared/data)."
+    ),
+    arch: str = typer.Option("lm-resnet-s", help="lm-resnet-s, lm-resnet-m or timm:<name>."),
+    size: int = typer.Option(128, help="Input size in pixels."),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(3e-3),
+    balance_power: float = typer.Option(
+        0.5, help="Sampling weight ∝ class frequency^-power (0: natural, 1: balanced)."
+    ),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    cache_dir: Path = typer.Option(Path.home() / ".cache" / "leukomorph", help="Decoded-crop cache."),
+    name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Train a cell classifier (train extra), export ONNX, evaluate on the held-out split, write a card."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        from ..training.train import TrainConfig, train_classifier
+    except ImportError as exc:
+        console.print(f"[red]error:[/red] training needs torch: pip install 'leukomorph[train]' ({exc})")
+        raise typer.Exit(EXIT_USAGE) from exc
+    from ..training.card import finalize_model
+    from ..training.sources import load_sources
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        console.print(f"[red]error:[/red] {out}: not empty (pass --overwrite)")
+        raise typer.Exit(EXIT_EXISTS)
+    try:
+        records = load_sources(datasets.split(","), data_root)
+    except LeukoMorphError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    cfg = TrainConfig(
+        arch=arch,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        balance_power=balance_power,
+        seed=seed,
+        device=device,
+    )
+    train_classifier(records, cfg, out, cache_dir)
+    card = finalize_model(out, name, records, datasets.split(","))
+    console.print(f"model card: {card}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(None, "--model", help="Model name or card path (default: the bundled classifier)."),
+    split: Path = typer.Option(None, "--split", help="split.csv from training (default: the bundled model's split)."),
+    which: str = typer.Option("test", help="Which split rows to evaluate: test, val or train."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for metrics.json, metrics.md and confusion PNGs."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the CIs."),
+) -> None:
+    """Per-class precision/recall/F1, macro-F1, balanced accuracy with bootstrap CIs, per source."""
+    from ..models import DEFAULT_CLASSIFIER, get_card
+    from .evaluate import run_evaluation
+
+    card = get_card(model or DEFAULT_CLASSIFIER)
+    try:
+        report, text = run_evaluation(card, split, which, out, n_boot)
+    except LeukoMorphError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    print(text)
+    if out:
+        (out / "metrics.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

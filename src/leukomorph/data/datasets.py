@@ -1,0 +1,121 @@
+"""Adapters giving typed :class:`~leukomorph.records.LabelledImage` records.
+
+Shared data live outside the repository; their root is ``$LEUKOMORPH_DATA`` or, failing that,
+``../shared/data`` relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from ..errors import DataError, LabelMappingError
+from ..io.images import IMAGE_SUFFIXES
+from ..records import LabelledImage
+from ..taxonomy import CLASSES, map_label
+
+__all__ = ["data_root", "load_csv_manifest", "load_deepapl", "load_folder_tree", "load_pbc"]
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Folder holding ``pbc/``, ``deepapl/``, ...: the argument, ``$LEUKOMORPH_DATA``, or ../shared/data."""
+    candidate = Path(root or os.environ.get("LEUKOMORPH_DATA") or Path.cwd().parent / "shared" / "data")
+    if not candidate.is_dir():
+        raise DataError(f"{candidate}: shared data folder not found (set LEUKOMORPH_DATA or pass --data-root)")
+    return candidate
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_pbc(root: str | os.PathLike[str] | None = None) -> list[LabelledImage]:
+    """PBC healthy-donor crops; labels from the ``sublabel`` column. No patient ids exist."""
+    base = data_root(root) / "pbc"
+    out = []
+    for row in _read_csv(base / "manifest.csv"):
+        out.append(
+            LabelledImage(
+                path=str(base / row["path"]),
+                classes=map_label("pbc", row["sublabel"]),
+                dataset="pbc",
+                source_label=row["label"] + "/" + row["sublabel"],
+                patient_id=None,
+            )
+        )
+    return out
+
+
+def load_deepapl(root: str | os.PathLike[str] | None = None) -> list[LabelledImage]:
+    """DeepAPL crops with a laboratory sign-out label (unlabelled cells are left out)."""
+    base = data_root(root) / "deepapl"
+    out = []
+    for row in _read_csv(base / "manifest.csv"):
+        label = row["cell_label"].strip()
+        if not label:
+            continue
+        out.append(
+            LabelledImage(
+                path=str(base / row["path"]),
+                classes=map_label("deepapl", label),
+                dataset="deepapl",
+                source_label=label,
+                patient_id=row["patient_id"],
+                diagnosis=row["diagnosis"] or None,
+            )
+        )
+    return out
+
+
+def _user_label(dataset: str, label: str) -> tuple[str, ...]:
+    if label not in CLASSES:
+        raise LabelMappingError(dataset, label)
+    return (label,)
+
+
+def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> list[LabelledImage]:
+    """A class-per-folder tree ``root/<class>/**/<image>``; folder names must be taxonomy classes.
+
+    A sub-folder below the class folder is taken as the patient id (``root/<class>/<patient>/x.png``).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"{base}: not a folder")
+    out = []
+    for cls_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        classes = _user_label(dataset, cls_dir.name)
+        for path in sorted(cls_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                rel = path.relative_to(cls_dir)
+                patient = rel.parts[0] if len(rel.parts) > 1 else None
+                out.append(LabelledImage(str(path), classes, dataset, cls_dir.name, patient))
+    if not out:
+        raise DataError(f"{base}: no images found in class folders")
+    return out
+
+
+def load_csv_manifest(path: str | os.PathLike[str], dataset: str = "user") -> list[LabelledImage]:
+    """A CSV with columns ``path,label`` and optional ``patient_id``; paths relative to the CSV."""
+    manifest = Path(path)
+    rows = _read_csv(manifest)
+    if rows and not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{manifest}: needs columns 'path' and 'label'")
+    out = []
+    for row in rows:
+        p = Path(row["path"])
+        if not p.is_absolute():
+            p = manifest.parent / p
+        out.append(
+            LabelledImage(
+                str(p),
+                _user_label(dataset, row["label"].strip()),
+                dataset,
+                row["label"],
+                (row.get("patient_id") or "").strip() or None,
+            )
+        )
+    return out

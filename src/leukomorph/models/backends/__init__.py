@@ -1,0 +1,1 @@
+"""Inference backends: onnxruntime (default) and a fake one for tests."""

@@ -1,0 +1,40 @@
+"""ONNX Runtime backend: uint8 NHWC crops in, class probabilities out. No torch needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ModelError
+
+__all__ = ["OnnxClassifier"]
+
+
+class OnnxClassifier:
+    def __init__(self, card, weights: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(weights), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{weights}: cannot load ONNX model ({exc})") from exc
+        self.card = card
+        self.classes = card.classes
+        self.input_size = card.input_size
+        self._input = self.session.get_inputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """batch: uint8 (N, S, S, 3) prepared crops → float32 (N, n_classes) probabilities."""
+        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3) or batch.dtype != np.uint8:
+            raise ModelError(
+                f"{self.card.name}: expected uint8 batch (N, {self.input_size}, {self.input_size}, 3), "
+                f"got {batch.dtype} {batch.shape}"
+            )
+        if len(batch) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.session.run(None, {self._input: batch})[0]

@@ -1,0 +1,111 @@
+"""Model registry.
+
+A model is a card (JSON) plus a weight file beside it. Bundled cards live in ``models/zoo``;
+a user-trained model is addressed by the path of its card. Loading checks the weight file's
+sha256 against the card and raises on any mismatch: there is no fallback model and no download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError, ModelIntegrityError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CLASSIFIER", "ModelCard", "get_card", "list_cards", "load_classifier"]
+
+#: Name of the bundled default cell classifier.
+DEFAULT_CLASSIFIER = "leukomorph-cell"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    task: str
+    file: str
+    sha256: str
+    classes: tuple[str, ...]
+    input: dict[str, Any]
+    card_path: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.card_path).parent / self.file
+
+    @property
+    def input_size(self) -> int:
+        return int(self.input["size"])
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ModelCard:
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+            return cls(
+                name=raw["name"],
+                version=str(raw["version"]),
+                task=raw["task"],
+                file=raw["file"],
+                sha256=raw["sha256"],
+                classes=tuple(raw["classes"]),
+                input=dict(raw["input"]),
+                card_path=str(p),
+                raw=raw,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{p}: not a valid model card ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _zoo() -> Path:
+    return Path(str(resources.files("leukomorph.models") / "zoo"))
+
+
+def list_cards() -> list[ModelCard]:
+    """Cards of all bundled models, sorted by name."""
+    return sorted((ModelCard.from_file(p) for p in _zoo().glob("*.json")), key=lambda c: c.name)
+
+
+def get_card(name_or_path: str) -> ModelCard:
+    """A bundled card by name, or any card by the path of its JSON file."""
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        if not Path(name_or_path).is_file():
+            raise ModelNotFoundError(f"{name_or_path}: model card file not found")
+        return ModelCard.from_file(name_or_path)
+    for card in list_cards():
+        if card.name == name_or_path:
+            return card
+    names = ", ".join(c.name for c in list_cards()) or "none"
+    raise ModelNotFoundError(f"no model named {name_or_path!r} (bundled: {names})")
+
+
+def verify(card: ModelCard) -> Path:
+    """Return the weight path after checking it exists and matches the card's sha256."""
+    path = card.weights_path
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: weight file of model {card.name!r} is missing")
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if h != card.sha256:
+        raise ModelIntegrityError(
+            f"{path}: sha256 {h} does not match model card {card.card_path} ({card.sha256}); refusing to load"
+        )
+    return path
+
+
+def load_classifier(name_or_path: str = DEFAULT_CLASSIFIER, threads: int | None = None):
+    """Load a verified cell classifier (ONNX Runtime backend)."""
+    from .backends.onnx import OnnxClassifier
+
+    card = get_card(name_or_path)
+    if card.task != "cell-classification":
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a cell classifier")
+    return OnnxClassifier(card, verify(card), threads=threads)

@@ -1,0 +1,153 @@
+"""The one place where stages are chained: images → checks → classification → differential →
+suggestion. CLI, batch runners and the web app call :func:`run_case`; outputs are written by
+:mod:`leukomorph.report`."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .aggregate import differential, suggest
+from .aggregate.rules import RuleConfig
+from .classify import LOW_CONFIDENCE, classify_crops
+from .errors import ImageReadError
+from .io import read_image
+from .models import DEFAULT_CLASSIFIER, load_classifier
+from .records import CellPrediction, Differential, Image, Skipped, Suggestion
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "run_case"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    model: str = DEFAULT_CLASSIFIER
+    batch_size: int = 128
+    threads: int | None = None
+    low_confidence: float = LOW_CONFIDENCE
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    thumbnail_px: int = 72
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    path: str
+    sha256: str
+    status: str
+    notes: tuple[str, ...] = ()
+    shape: tuple[int, int] | None = None
+
+
+@dataclass
+class CaseResult:
+    case: str
+    inputs: list[InputRecord]
+    predictions: list[CellPrediction]
+    skipped: list[Skipped]
+    differential: Differential
+    suggestion: Suggestion
+    thumbnails: dict[str, np.ndarray]
+    model: dict[str, Any]
+    config: AnalyzeConfig
+    timings: dict[str, float]
+    versions: dict[str, str]
+
+
+def _read(path: str) -> Image | Skipped:
+    try:
+        return read_image(path)
+    except ImageReadError as exc:
+        return Skipped(path, exc.reason)
+
+
+def _thumb(rgb: np.ndarray, px: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    s = px / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {
+        "leukomorph": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def run_case(
+    paths: Sequence[str],
+    case: str = "case",
+    config: AnalyzeConfig = AnalyzeConfig(),
+    model=None,
+    progress: Progress | None = None,
+) -> CaseResult:
+    """Analyse one case made of single-cell crop files. Unreadable inputs are skipped and reported."""
+    t0 = time.perf_counter()
+    model = model if model is not None else load_classifier(config.model, threads=config.threads)
+    t_load = time.perf_counter() - t0
+    inputs: list[InputRecord] = []
+    preds: list[CellPrediction] = []
+    skipped: list[Skipped] = []
+    thumbs: dict[str, np.ndarray] = {}
+    total, done = len(paths), 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, total, config.batch_size):
+            chunk = paths[start : start + config.batch_size]
+            crops, sources = [], []
+            for item in pool.map(_read, chunk):
+                if isinstance(item, Skipped):
+                    log.warning("skipped %s: %s", item.source, item.reason)
+                    skipped.append(item)
+                    inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
+                else:
+                    crops.append(item.pixels)
+                    sources.append(item.source)
+                    thumbs[item.source] = _thumb(item.pixels, config.thumbnail_px)
+                    inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes, item.shape))
+            preds.extend(classify_crops(model, crops, sources, batch_size=config.batch_size))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    t_classify = time.perf_counter() - t0 - t_load
+    diff = differential(preds, model.classes)
+    sug = suggest(diff, preds, config.rules)
+    card = getattr(model, "card", None)
+    model_info = (
+        {"name": card.name, "version": card.version, "sha256": card.sha256, "card": card.card_path}
+        if card is not None
+        else {"name": type(model).__name__, "version": "", "sha256": "", "card": ""}
+    )
+    return CaseResult(
+        case=case,
+        inputs=inputs,
+        predictions=preds,
+        skipped=skipped,
+        differential=diff,
+        suggestion=sug,
+        thumbnails=thumbs,
+        model=model_info,
+        config=config,
+        timings={"load_model_s": t_load, "classify_s": t_classify, "total_s": time.perf_counter() - t0},
+        versions=_versions(),
+    )
+
+
+def config_dict(config: AnalyzeConfig) -> dict[str, Any]:
+    return asdict(config)

@@ -1,0 +1,217 @@
+"""Write a :class:`~leukomorph.pipeline.CaseResult` to disk.
+
+Only the files named in :data:`OUTPUT_FILES` are ever written; an existing output folder that
+already holds any of them is refused unless ``overwrite`` is set, and even then nothing else in
+the folder is touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ..errors import OutputExistsError
+from ..taxonomy import LINEAGE, NON_WBC
+
+__all__ = ["OUTPUT_FILES", "prepare_output_dir", "write_outputs"]
+
+OUTPUT_FILES = ("cells.csv", "results.json", "report.html", "run.json")
+GALLERY_LIMIT = 200
+
+
+def prepare_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(str(out))
+    if out.is_dir() and not overwrite and any((out / f).exists() for f in OUTPUT_FILES):
+        raise OutputExistsError(str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _png_b64(rgb: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _chart(result) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in result.differential.counts if c.count > 0]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 3) + 0.8), dpi=100)
+    names = [c.name.replace("_", " ") for c in rows]
+    pct = [c.percent for c in rows]
+    lo = [c.percent - c.ci_low for c in rows]
+    hi = [min(c.ci_high, 100) - c.percent if math.isfinite(c.ci_high) else 0 for c in rows]
+    colours = [
+        "#b0b0b0"
+        if c.name in NON_WBC
+        else ("#c0392b" if c.name in ("blast", "promonocyte", "promyelocyte") else "#2c7fb8")
+        for c in rows
+    ]
+    ax.barh(names, pct, xerr=[lo, hi], color=colours, capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of white cells (grey: per 100 white cells), 95% CI")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _results_dict(result) -> dict:
+    d = result.differential
+    return {
+        "case": result.case,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "leukomorph_version": result.versions["leukomorph"],
+        "model": result.model,
+        "notice": "Decision support, not a diagnosis. Every result must be reviewed by a qualified hematologist.",
+        "n_inputs": len(result.inputs),
+        "n_classified": len(result.predictions),
+        "n_skipped": len(result.skipped),
+        "skipped": [{"path": s.source, "reason": s.reason} for s in result.skipped],
+        "differential": {
+            "method": d.method,
+            "white_cell_denominator": d.wbc_denominator,
+            "classes": {
+                c.name: {
+                    "count": c.count,
+                    "percent": round(c.percent, 2),
+                    "ci95": [round(c.ci_low, 2), round(c.ci_high, 2) if math.isfinite(c.ci_high) else None],
+                    "unit": "per 100 white cells" if c.name in NON_WBC else "% of white cells",
+                }
+                for c in d.counts
+            },
+        },
+        "blast_percent": round(d.blast_percent, 2),
+        "blast_ci95": [round(v, 2) for v in d.blast_ci],
+        "blast_count": d.blast_count,
+        "suggestion": {
+            "code": result.suggestion.code,
+            "text": result.suggestion.text,
+            "rule": result.suggestion.rule,
+            "urgent": result.suggestion.urgent,
+            "evidence_cells": list(result.suggestion.evidence),
+            "details": result.suggestion.details,
+        },
+        "input_checksums": {i.path: i.sha256 for i in result.inputs if i.sha256},
+    }
+
+
+def write_outputs(
+    result, out_dir: str | os.PathLike[str], overwrite: bool = False, argv: list[str] | None = None
+) -> dict[str, Path]:
+    """Write cells.csv, results.json, report.html and run.json; return their paths."""
+    from ..pipeline import config_dict
+
+    out = prepare_output_dir(out_dir, overwrite)
+    paths = {name: out / name for name in OUTPUT_FILES}
+    classes = result.predictions[0].classes if result.predictions else ()
+    by_src = {p.source: p for p in result.predictions}
+    with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "predicted_class", "confidence", *[f"p_{c}" for c in classes], "status", "notes"])
+        for inp in result.inputs:
+            p = by_src.get(inp.path)
+            if p is None:
+                w.writerow([inp.path, "", "", *[""] * len(classes), inp.status, ""])
+            else:
+                w.writerow(
+                    [
+                        inp.path,
+                        p.predicted_class,
+                        f"{p.confidence:.4f}",
+                        *[f"{v:.4f}" for v in p.probabilities],
+                        "ok",
+                        "; ".join(inp.notes),
+                    ]
+                )
+    results = _results_dict(result)
+    paths["results.json"].write_text(json.dumps(results, indent=2), encoding="utf-8")
+    run = {
+        "command": argv,
+        "case": result.case,
+        "created": results["created"],
+        "config": config_dict(result.config),
+        "versions": result.versions,
+        "models": [result.model],
+        "inputs": [
+            {"path": i.path, "sha256": i.sha256, "status": i.status, "notes": list(i.notes)} for i in result.inputs
+        ],
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "outputs": list(OUTPUT_FILES),
+    }
+    paths["run.json"].write_text(json.dumps(run, indent=2), encoding="utf-8")
+    paths["report.html"].write_text(render_html(result, results), encoding="utf-8")
+    return paths
+
+
+def render_html(result, results: dict) -> str:
+    env = Environment(
+        loader=PackageLoader("leukomorph.report", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
+    preds = result.predictions
+    gallery = []
+    for c in result.differential.counts:
+        cells = sorted((p for p in preds if p.predicted_class == c.name), key=lambda p: -p.confidence)
+        if cells:
+            gallery.append(
+                {
+                    "name": c.name,
+                    "lineage": LINEAGE.get(c.name, ""),
+                    "count": len(cells),
+                    "cells": [
+                        {"src": _png_b64(result.thumbnails[p.source]), "path": p.source, "conf": p.confidence}
+                        for p in cells[:GALLERY_LIMIT]
+                    ],
+                }
+            )
+    low = sorted((p for p in preds if p.confidence < result.config.low_confidence), key=lambda p: p.confidence)
+
+    def second(p):
+        order = np.argsort(p.probabilities)[::-1]
+        return p.classes[order[1]], p.probabilities[order[1]]
+
+    low_rows = [
+        {
+            "src": _png_b64(result.thumbnails[p.source]),
+            "path": p.source,
+            "cls": p.predicted_class,
+            "conf": p.confidence,
+            "alt": second(p),
+        }
+        for p in low[:GALLERY_LIMIT]
+    ]
+    evidence = [
+        {"src": _png_b64(result.thumbnails[s]), "path": s, "conf": by.confidence, "cls": by.predicted_class}
+        for s in result.suggestion.evidence
+        if (by := next((p for p in preds if p.source == s), None))
+    ]
+    tpl = env.get_template("report.html.j2")
+    return tpl.render(
+        r=results,
+        res=result,
+        chart=_chart(result) if preds else "",
+        gallery=gallery,
+        low=low_rows,
+        n_low=len(low),
+        evidence=evidence,
+        limit=GALLERY_LIMIT,
+        non_wbc=NON_WBC,
+        isfinite=math.isfinite,
+    )

@@ -1,0 +1,157 @@
+"""The unified LeukoMorph cell taxonomy and the mapping tables from every data set's labels.
+
+A data set label maps to one class, or to a *set* of classes when the source did not sub-type
+the cell (e.g. PBC's unsubtyped "immature granulocyte"): such partial labels are used in training
+as "one of these" and are excluded from per-class metrics. A label absent from a table raises
+:class:`~leukomorph.errors.LabelMappingError`; nothing is dropped silently. See docs/taxonomy.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import LabelMappingError
+
+__all__ = [
+    "BLAST_EQUIVALENT",
+    "CLASSES",
+    "DATASET_MAPS",
+    "LINEAGE",
+    "NON_WBC",
+    "PBC_GROUP",
+    "PBC_LABELS",
+    "map_label",
+]
+
+#: The class list, in model-output order.
+CLASSES: tuple[str, ...] = (
+    "segmented_neutrophil",
+    "band_neutrophil",
+    "eosinophil",
+    "basophil",
+    "lymphocyte",
+    "variant_lymphocyte",
+    "monocyte",
+    "promonocyte",
+    "blast",
+    "promyelocyte",
+    "myelocyte",
+    "metamyelocyte",
+    "erythroblast",
+    "platelet",
+    "plasma_cell",
+    "smudge",
+)
+
+#: Lineage of each class (used by the patient-level suggestion and the report).
+LINEAGE: Mapping[str, str] = {
+    "segmented_neutrophil": "granulocytic",
+    "band_neutrophil": "granulocytic",
+    "eosinophil": "granulocytic",
+    "basophil": "granulocytic",
+    "lymphocyte": "lymphoid",
+    "variant_lymphocyte": "lymphoid",
+    "monocyte": "monocytic",
+    "promonocyte": "monocytic",
+    "blast": "undetermined",
+    "promyelocyte": "granulocytic",
+    "myelocyte": "granulocytic",
+    "metamyelocyte": "granulocytic",
+    "erythroblast": "erythroid",
+    "platelet": "megakaryocytic",
+    "plasma_cell": "lymphoid",
+    "smudge": "none",
+}
+
+#: Classes counted as blasts or blast equivalents (WHO/ICC: promonocytes count as blast
+#: equivalents; in APL the abnormal promyelocytes do too, handled by the APL rule).
+BLAST_EQUIVALENT: frozenset[str] = frozenset({"blast", "promonocyte"})
+
+#: Classes that are not nucleated white cells and are left out of the white-cell differential.
+NON_WBC: frozenset[str] = frozenset({"platelet", "smudge", "erythroblast"})
+
+#: The eight PBC labels, and the PBC label each taxonomy class maps back to (None: no PBC analogue).
+PBC_LABELS: tuple[str, ...] = (
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "ig",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+)
+PBC_GROUP: Mapping[str, str | None] = {
+    "segmented_neutrophil": "neutrophil",
+    "band_neutrophil": "neutrophil",
+    "eosinophil": "eosinophil",
+    "basophil": "basophil",
+    "lymphocyte": "lymphocyte",
+    "variant_lymphocyte": "lymphocyte",
+    "monocyte": "monocyte",
+    "promonocyte": "monocyte",
+    "blast": None,
+    "promyelocyte": "ig",
+    "myelocyte": "ig",
+    "metamyelocyte": "ig",
+    "erythroblast": "erythroblast",
+    "platelet": "platelet",
+    "plasma_cell": "lymphocyte",
+    "smudge": None,
+}
+
+_IG = ("promyelocyte", "myelocyte", "metamyelocyte")
+
+#: Label tables, one per data set. Values are a class name or a tuple of class names (partial label).
+DATASET_MAPS: Mapping[str, Mapping[str, str | tuple[str, ...]]] = {
+    # PBC `sublabel` column (file-name prefix in the original release).
+    "pbc": {
+        "segmented_neutrophil": "segmented_neutrophil",
+        "band_neutrophil": "band_neutrophil",
+        "neutrophil": ("segmented_neutrophil", "band_neutrophil"),
+        "eosinophil": "eosinophil",
+        "basophil": "basophil",
+        "lymphocyte": "lymphocyte",
+        "monocyte": "monocyte",
+        "promyelocyte": "promyelocyte",
+        "myelocyte": "myelocyte",
+        "metamyelocyte": "metamyelocyte",
+        "immature_granulocyte": _IG,
+        "erythroblast": "erythroblast",
+        "platelet": "platelet",
+    },
+    # DeepAPL `cell_label` column (CellaVision sign-out classes).
+    "deepapl": {
+        "Segmented neutrophils": "segmented_neutrophil",
+        "Band neutrophils": "band_neutrophil",
+        "Eosinophils": "eosinophil",
+        "Basophil": "basophil",
+        "Lymphocyte": "lymphocyte",
+        "Lymphocyte, variant": "variant_lymphocyte",
+        "Prolymphocyte": "variant_lymphocyte",
+        "Monocyte": "monocyte",
+        "Promonocyte": "promonocyte",
+        "Blast, no lineage spec": "blast",
+        "Promyelocyte": "promyelocyte",
+        "Myelocyte": "myelocyte",
+        "Metamyelocyte": "metamyelocyte",
+        "Erythroblast": "erythroblast",
+        "Giant thrombocyte": "platelet",
+        "Thrombocyte aggregation": "platelet",
+        "Plasma cells": "plasma_cell",
+        "Smudge cells": "smudge",
+    },
+}
+
+
+def map_label(dataset: str, label: str) -> tuple[str, ...]:
+    """Return the taxonomy class(es) a data set label stands for.
+
+    A one-element tuple is an exact label; longer tuples are partial labels ("one of these").
+    Raises :class:`LabelMappingError` for a label without an entry, and for an unknown data set.
+    """
+    table = DATASET_MAPS.get(dataset)
+    if table is None or label not in table:
+        raise LabelMappingError(dataset, label)
+    value = table[label]
+    return (value,) if isinstance(value, str) else tuple(value)

@@ -1,0 +1,150 @@
+"""Turn a training output folder into a registry entry: named ONNX file, portable split, model card
+with held-out metrics and sha256."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..data import data_root
+from ..errors import DataError
+from ..records import LabelledImage
+from ..taxonomy import CLASSES
+
+__all__ = ["finalize_model"]
+
+LICENCES = {
+    "pbc": "PBC (Acevedo et al. 2020, Data in Brief 30:105474), CC BY 4.0",
+    "deepapl": "APL-Cytomorphology_JHH (Sidhom et al. 2021, npj Precision Oncology), research use; cite the paper",
+}
+
+
+def _portable(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(data_root()))
+    except (ValueError, DataError):
+        return path
+
+
+def finalize_model(
+    out: str | os.PathLike[str],
+    name: str,
+    records: list[LabelledImage],
+    datasets: list[str],
+    version: str = "1.0.0",
+    n_boot: int = 1000,
+) -> Path:
+    from ..evaluation.runner import run_evaluation
+    from ..models.registry import ModelCard
+
+    out = Path(out)
+    training = json.loads((out / "training.json").read_text())
+    by_path = {r.path: r for r in records}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "dataset", "patient_id", "group", "split", "classes", "source_label"])
+    with (out / "split.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            rec = by_path[row["path"]]
+            w.writerow(
+                [
+                    _portable(row["path"]),
+                    row["dataset"],
+                    row["patient_id"],
+                    row["group"],
+                    row["split"],
+                    "|".join(rec.classes),
+                    rec.source_label,
+                ]
+            )
+    split_name = f"{name}.split.csv.gz"
+    (out / split_name).write_bytes(gzip.compress(buf.getvalue().encode(), mtime=0))
+    onnx_name = f"{name}.onnx"
+    shutil.copyfile(out / "model.onnx", out / onnx_name)
+    sha = hashlib.sha256((out / onnx_name).read_bytes()).hexdigest()
+    cfg = training["config"]
+    card = {
+        "name": name,
+        "version": version,
+        "task": "cell-classification",
+        "file": onnx_name,
+        "sha256": sha,
+        "size_bytes": (out / onnx_name).stat().st_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(CLASSES),
+        "architecture": {"name": cfg["arch"], "framework": f"torch {training['torch']} → ONNX opset 17"},
+        "input": {
+            "size": cfg["size"],
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "colour": "RGB",
+            "crop_rule": "centre square crop of the whole single-cell image, then resize to size×size "
+            "(OpenCV INTER_AREA when shrinking): leukomorph.classify.prepare_crop",
+            "normalisation": {"inside_graph": True, "mean": cfg["mean"], "std": cfg["std"]},
+            "expected_images": "single-cell crops centred on one white cell, May-Grünwald-Giemsa stain, 100× oil, "
+            "CellaVision DM-style field of about 360 px square; pixel size not given by the "
+            "sources, so none is enforced",
+            "pixel_size_um": None,
+        },
+        "output": {
+            "name": "probabilities",
+            "calibration": f"temperature scaling, T={training['temperature']:.4f}, fitted on the validation split",
+        },
+        "training": {
+            "datasets": {d: LICENCES.get(d, "user data") for d in datasets},
+            "config": cfg,
+            "epochs_run": len(training["history"]),
+            "minutes": round(training["minutes"], 1),
+            "device": training["device"],
+            "counts": training["counts"],
+            "final_epoch": training["history"][-1] if training["history"] else None,
+        },
+        "split": {
+            "method": "deepapl: by patient; pbc (no patient ids): by near-duplicate cluster (dHash, ≤"
+            f"{cfg['near_duplicate_bits']} bits, transitive), stratified by data set and diagnosis; "
+            f"test {cfg['test_fraction']:.0%}, validation {cfg['val_fraction']:.0%}, seed {cfg['seed']}",
+            "file": split_name,
+            "patients": training["patients"],
+            "n_groups": training["n_groups"],
+        },
+        "split_file": split_name,
+        "intended_use": "Research and decision support: pre-classification of single-cell crops for review by a "
+        "hematologist. Not a diagnostic device.",
+        "limitations": [
+            "Trained on two sites (one analyzer family): accuracy on other scanners and stains is unmeasured.",
+            "DeepAPL labels are routine sign-outs and noisy (abnormal promyelocytes often filed as blasts or smudges).",
+            "PBC has no patient ids: its held-out estimate is by image cluster, optimistic for new donors.",
+            "Rare classes (basophil, plasma cell, promonocyte in DeepAPL) have few test cells: wide intervals.",
+        ],
+    }
+    card_path = out / f"{name}.json"
+    card_path.write_text(json.dumps(card, indent=1))
+    metrics, text = run_evaluation(ModelCard.from_file(card_path), out / split_name, "test", out / "eval", n_boot)
+    card["metrics"] = {"held_out_test": _compact(metrics)}
+    card_path.write_text(json.dumps(card, indent=1))
+    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return card_path
+
+
+def _compact(metrics: dict) -> dict:
+    out = {"calibration_ece": metrics["calibration"]["ece"]}
+    for ds, reps in metrics["sources"].items():
+        for level, rep in reps.items():
+            out[f"{ds}/{level}"] = {
+                "n": rep["n"],
+                "n_groups": rep["n_groups"],
+                **rep["summary"],
+                "ci95": rep["summary_ci95"],
+                "per_class_f1": {
+                    c: [round(v["f1"], 4), [round(x, 4) for x in v["f1_ci95"]], v["support"]]
+                    for c, v in rep["per_class"].items()
+                },
+            }
+    return out

@@ -1,0 +1,270 @@
+"""Train the cell classifier and export it as ONNX with a model card.
+
+Design: images are decoded once into a uint8 cache; augmentation (flips, free rotation, scale,
+translation, HED stain jitter, brightness/contrast/saturation) runs on batches in torch;
+sampling is class-balanced (weight ∝ frequency^-power); partial labels ("one of these classes")
+use the loss -log Σ_{c∈set} p_c; an exponential moving average of the weights is exported;
+temperature scaling is fitted on a validation split of whole groups (patients / near-duplicate
+clusters) that the test split never sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.splits import near_duplicate_groups, split_groups
+from ..records import LabelledImage
+from ..taxonomy import CLASSES
+from .cache import build_cache
+from .nets import UInt8Wrapper, build_net
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "train_classifier"]
+
+MEAN = (0.80, 0.72, 0.75)
+STD = (0.15, 0.18, 0.12)
+# skimage's rgb_from_hed (Ruifrok & Johnston); used only as a basis for stain jitter.
+_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32)
+_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "lm-resnet-s"
+    size: int = 96
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    balance_power: float = 0.5
+    ema_decay: float = 0.998
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    near_duplicate_bits: int = 4
+    seed: int = 0
+    threads: int = 0
+    device: str = "auto"
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+    max_minutes: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """x: float (B,3,H,W) in [0,1]. Geometric + stain/colour jitter, all on the batch's device."""
+    b, dev = x.shape[0], x.device
+
+    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
+
+    theta = u(-math.pi, math.pi, b)
+    scale = u(0.9, 1.1, b)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0).to(dev)
+    cos, sin = torch.cos(theta) / scale, torch.sin(theta) / scale
+    mat = torch.stack(
+        [torch.stack([cos * flip, -sin, u(-0.05, 0.05, b)], 1), torch.stack([sin * flip, cos, u(-0.05, 0.05, b)], 1)], 1
+    )
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # HED stain jitter in optical density space
+    od = -torch.log(x.clamp(min=1 / 255))
+    hed = od.permute(0, 2, 3, 1) @ _HED_FROM_RGB.to(dev)
+    hed = hed * u(0.9, 1.1, b, 1, 1, 3) + u(-0.03, 0.03, b, 1, 1, 3)
+    x = torch.exp(-(hed @ _RGB_FROM_HED.to(dev))).permute(0, 3, 1, 2)
+    # brightness / contrast / saturation
+    gray = x.mean(1, keepdim=True)
+    x = gray + (x - gray) * u(0.8, 1.2, b, 1, 1, 1)
+    m = x.mean((1, 2, 3), keepdim=True)
+    x = (x - m) * u(0.85, 1.15, b, 1, 1, 1) + m + u(-0.06, 0.06, b, 1, 1, 1)
+    return x.clamp(0, 1)
+
+
+def _partial_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~mask, -1e4), 1)).mean()
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def _logits(net: nn.Module, images: np.ndarray, cfg: TrainConfig, dev: torch.device) -> torch.Tensor:
+    net.eval()
+    mean = torch.tensor(cfg.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=dev).view(1, 3, 1, 1)
+    out = []
+    for i in range(0, len(images), 512):
+        x = torch.from_numpy(images[i : i + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
+        out.append(net((x - mean) / std).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(CLASSES))
+
+
+def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    if len(y) == 0:
+        return 1.0
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.5, 5.0))
+
+
+def train_classifier(
+    records: Sequence[LabelledImage],
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, dict], None] | None = None,
+) -> dict:
+    """Train, export ``model.onnx`` + ``split.csv`` + ``training.json`` into ``out_dir``; return a summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    emit = progress or (lambda stage, info: None)
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = _pick_device(cfg.device)
+
+    cache = build_cache(records, cfg.size, cache_dir, progress=lambda i, n: emit("decode", {"done": i, "total": n}))
+    keep = np.nonzero(cache["ok"])[0]
+    recs = [records[i] for i in keep]
+    images = cache["images"][keep]
+    hashes = cache["hashes"][keep]
+    keys = [f"{r.dataset}:{r.patient_id}" if r.patient_id else None for r in recs]
+    groups = near_duplicate_groups(hashes, cfg.near_duplicate_bits, keys)
+    strata = [f"{r.dataset}:{r.diagnosis or ''}" for r in recs]
+    test = split_groups(groups, cfg.test_fraction, cfg.seed, strata)
+    rest = np.nonzero(~test)[0]
+    val_in_rest = split_groups(
+        groups[rest], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed + 1, [strata[i] for i in rest]
+    )
+    val = np.zeros(len(recs), bool)
+    val[rest[val_in_rest]] = True
+    train = ~(test | val)
+    split_name = np.where(test, "test", np.where(val, "val", "train"))
+    with (out / "split.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "dataset", "patient_id", "group", "split"])
+        for r, g, s in zip(recs, groups, split_name, strict=True):
+            w.writerow([r.path, r.dataset, r.patient_id or "", int(g), s])
+
+    cidx = {c: i for i, c in enumerate(CLASSES)}
+    masks = np.zeros((len(recs), len(CLASSES)), bool)
+    for i, r in enumerate(recs):
+        masks[i, [cidx[c] for c in r.classes]] = True
+    tr = np.nonzero(train)[0]
+    exact_counts = Counter(r.classes[0] for i, r in enumerate(recs) if train[i] and r.exact)
+    freq = np.array([max(exact_counts.get(c, 0), 1) for c in CLASSES], float)
+    cls_w = freq ** (-cfg.balance_power)
+    item_w = (masks[tr] * cls_w).sum(1) / masks[tr].sum(1)
+    item_w = torch.tensor(item_w / item_w.sum())
+
+    net = build_net(cfg.arch, len(CLASSES)).to(dev).to(memory_format=torch.channels_last)
+    ema = torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(tr) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
+    mean = torch.tensor(cfg.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=dev).view(1, 3, 1, 1)
+    amp = dev.type == "cuda"
+    images_t = torch.from_numpy(images)
+    masks_t = torch.from_numpy(masks)
+    val_idx = np.nonzero(val & masks.sum(1).astype(bool) & (masks.sum(1) == 1))[0]
+    val_y = torch.from_numpy(masks[val_idx].argmax(1))
+    history = []
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    for epoch in range(cfg.epochs):
+        net.train()
+        order = tr[torch.multinomial(item_w, steps_per_epoch * cfg.batch_size, replacement=True, generator=gen).numpy()]
+        total, te = 0.0, time.time()
+        for s in range(steps_per_epoch):
+            idx = torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
+            x = images_t[idx].to(dev).permute(0, 3, 1, 2).float().div_(255)
+            x = augment(x, gen)
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = _partial_nll(net(x).float(), masks_t[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            ema.update_parameters(net)
+            total += loss.item()
+        vl = _logits(ema.module, images[val_idx], cfg, dev)
+        vacc = float((vl.argmax(1) == val_y).float().mean()) if len(val_y) else float("nan")
+        rec = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_acc_ema": vacc, "seconds": time.time() - te}
+        history.append(rec)
+        emit("epoch", rec)
+        log.info("epoch %(epoch)d loss %(loss).4f val_acc %(val_acc_ema).4f (%(seconds).0fs)", rec)
+        if time.time() > deadline:
+            log.warning("time budget reached after %d epochs", epoch + 1)
+            break
+
+    final = ema.module.cpu().eval()
+    vl = _logits(final, images[val_idx], cfg, torch.device("cpu"))
+    temperature = _fit_temperature(vl, val_y)
+    wrapper = UInt8Wrapper(final, cfg.mean, cfg.std, temperature).eval()
+    onnx_path = out / "model.onnx"
+    dummy = torch.zeros(1, cfg.size, cfg.size, 3, dtype=torch.uint8)
+    torch.onnx.export(
+        wrapper,
+        (dummy,),
+        str(onnx_path),
+        input_names=["image"],
+        output_names=["probabilities"],
+        dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    torch.save(final.state_dict(), out / "weights.pt")
+    summary = {
+        "config": asdict(cfg),
+        "device": str(dev),
+        "torch": torch.__version__,
+        "temperature": temperature,
+        "history": history,
+        "minutes": (time.time() - t0) / 60,
+        "counts": {
+            s: dict(
+                Counter(f"{r.dataset}:{'|'.join(r.classes)}" for r, sn in zip(recs, split_name, strict=True) if sn == s)
+            )
+            for s in ("train", "val", "test")
+        },
+        "n_groups": int(len(np.unique(groups))),
+        "patients": {
+            s: sorted({r.patient_id for r, sn in zip(recs, split_name, strict=True) if sn == s and r.patient_id})
+            for s in ("train", "val", "test")
+        },
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "leukomorph" / "sample" / "pbc_healthy"
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    root = Path(os.environ.get("LEUKOMORPH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (root / "pbc" / "manifest.csv").is_file():
+        pytest.skip("shared data not available")
+    return root
+
+
+@pytest.fixture
+def rgb_png(tmp_path):
+    def make(name="cell.png", size=(64, 64), colour=(200, 120, 160)):
+        arr = np.zeros((size[1], size[0], 3), np.uint8) + np.array(colour, np.uint8)
+        p = tmp_path / name
+        Image.fromarray(arr).save(p)
+        return p
+
+    return make

@@ -1,0 +1,104 @@
+import csv
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from leukomorph.cli.main import app
+
+runner = CliRunner()
+
+
+def _copy_sample(sample_dir, dst, n=25):
+    dst.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in sample_dir.glob("*.webp"))[:n]
+    for f in files:
+        shutil.copy(f, dst / f.name)
+    return files
+
+
+def test_analyze_sample_writes_all_outputs(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(out), "--case", "demo"])
+    assert r.exit_code == 0, r.output
+    for name in ("cells.csv", "results.json", "report.html", "run.json"):
+        assert (out / name).is_file()
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_classified"] == 31 and res["model"]["sha256"]
+    assert res["suggestion"]["code"] == "no_leukemic_pattern"
+    assert len(res["input_checksums"]) == 31
+    html = (out / "report.html").read_text()
+    assert "Decision support, not a diagnosis" in html and "data:image/png;base64" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert len(rows) == 31 and all(r["status"] == "ok" for r in rows)
+    assert {f"p_{c}" for c in ("blast", "smudge")} <= set(rows[0])
+
+
+def test_bad_files_are_reported_and_the_rest_goes_on(sample_dir, tmp_path):
+    case = tmp_path / "case"
+    _copy_sample(sample_dir, case, n=22)
+    (case / "empty.png").write_bytes(b"")
+    (case / "text.jpg").write_text("hello")
+    good = (case / sorted(p.name for p in case.glob("*.webp"))[0]).read_bytes()
+    (case / "trunc.webp").write_bytes(good[: len(good) // 3])
+    Image.fromarray(np.full((60, 60), 128, np.uint8)).save(case / "gray.png")
+    Image.fromarray(np.zeros((60, 60, 4), np.uint8)).save(case / "alpha.png")
+    Image.fromarray(np.full((60, 60), 40000, np.uint16)).save(case / "deep16.png")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["analyze", str(case), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    rows = {row["path"]: row for row in csv.DictReader((out / "cells.csv").open())}
+    assert len(rows) == 28
+    assert rows[str(case / "empty.png")]["status"].startswith("error: empty file")
+    assert "not a recognised image" in rows[str(case / "text.jpg")]["status"]
+    assert rows[str(case / "trunc.webp")]["status"].startswith("error")
+    for ok in ("gray.png", "alpha.png", "deep16.png"):
+        assert rows[str(case / ok)]["status"] == "ok"
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_skipped"] == 3 and res["n_classified"] == 25
+
+
+def test_existing_output_not_overwritten(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("mine")
+    (out / "keep.txt").write_text("user file")
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(out)])
+    assert r.exit_code == 3
+    assert (out / "report.html").read_text() == "mine"
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(out), "--overwrite"])
+    assert r.exit_code == 0
+    assert (out / "report.html").read_text() != "mine" and (out / "keep.txt").read_text() == "user file"
+
+
+def test_no_readable_input(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    r = runner.invoke(app, ["analyze", str(tmp_path / "x.png"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 4
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_model_error_exit_code(sample_dir, tmp_path):
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "o"), "--model", "nope"])
+    assert r.exit_code == 5
+
+
+def test_per_folder_and_symlinks_kept(sample_dir, tmp_path):
+    root = tmp_path / "cases"
+    files = _copy_sample(sample_dir, root / "A", n=3)
+    (root / "B").mkdir()
+    (root / "B" / "link.webp").symlink_to(files[0])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["analyze", str(root), "--per-folder", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "B" / "cells.csv").open()))
+    assert rows[0]["path"] == str(root / "B" / "link.webp")
+    assert json.loads((out / "A" / "results.json").read_text())["suggestion"]["code"] == "too_few_cells"
+
+
+def test_models_command():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "leukomorph-cell" in r.output
