@@ -71,3 +71,17 @@ def test_bundled_model_classifies_sample_case(sample_dir):
     assert np.mean(correct) >= 0.85
     probs = np.array([p.probabilities for p in preds])
     assert np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_tta_views_average_and_reject_unknown():
+    from leukomorph.classify import predict_tta
+    from leukomorph.errors import ConfigError
+    from leukomorph.models.backends.fake import FakeClassifier
+
+    m = FakeClassifier(size=8)
+    batch = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    for mode in ("none", "flip", "rot4", "d4"):
+        # the fake model depends on the mean colour only, so every view agrees
+        assert np.allclose(predict_tta(m, batch, mode), m.predict(batch))
+    with pytest.raises(ConfigError):
+        predict_tta(m, batch, "spin")

@@ -5,6 +5,10 @@ Decision support, not a diagnosis: every result is for review by a qualified hem
 
 __version__ = "0.1.0"
 
+import logging as _logging  # noqa: E402
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # libraries log; apps configure
+
 from .errors import ImageReadError, LeukoMorphError, ModelError, OutputExistsError  # noqa: E402
 from .taxonomy import CLASSES  # noqa: E402
 

@@ -26,7 +26,7 @@ from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "run_case"]
+__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "model_tta", "run_case"]
 
 Progress = Callable[[int, int], None]
 
@@ -39,6 +39,8 @@ class AnalyzeConfig:
     low_confidence: float = LOW_CONFIDENCE
     rules: RuleConfig = field(default_factory=RuleConfig)
     thumbnail_px: int = 72
+    #: test-time augmentation (see classify.TTA_MODES); None: the model card's recommended mode
+    tta: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def run_case(
     t0 = time.perf_counter()
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
+    tta = config.tta or model_tta(model)
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
@@ -121,7 +124,7 @@ def run_case(
                     sources.append(item.source)
                     thumbs[item.source] = _thumb(item.pixels, config.thumbnail_px)
                     inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes, item.shape))
-            preds.extend(classify_crops(model, crops, sources, batch_size=config.batch_size))
+            preds.extend(classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta))
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -134,6 +137,7 @@ def run_case(
         if card is not None
         else {"name": type(model).__name__, "version": "", "sha256": "", "card": ""}
     )
+    model_info["tta"] = tta
     return CaseResult(
         case=case,
         inputs=inputs,
@@ -147,6 +151,12 @@ def run_case(
         timings={"load_model_s": t_load, "classify_s": t_classify, "total_s": time.perf_counter() - t0},
         versions=_versions(),
     )
+
+
+def model_tta(model) -> str:
+    """The test-time augmentation the model's card recommends ("none" without a card)."""
+    card = getattr(model, "card", None)
+    return (card.raw.get("inference", {}).get("tta") if card is not None else None) or "none"
 
 
 def config_dict(config: AnalyzeConfig) -> dict[str, Any]:

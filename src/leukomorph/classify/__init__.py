@@ -1,6 +1,6 @@
 """Per-cell classification: the shared crop rule, batched prediction, review flags."""
 
-from .core import LOW_CONFIDENCE, classify_crops, needs_review
+from .core import LOW_CONFIDENCE, TTA_MODES, classify_crops, needs_review, predict_tta
 from .preprocess import prepare_crop
 
-__all__ = ["LOW_CONFIDENCE", "classify_crops", "needs_review", "prepare_crop"]
+__all__ = ["LOW_CONFIDENCE", "TTA_MODES", "classify_crops", "needs_review", "predict_tta", "prepare_crop"]

@@ -7,10 +7,15 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..records import CellPrediction
 from .preprocess import prepare_crop
 
-__all__ = ["LOW_CONFIDENCE", "Classifier", "classify_crops", "needs_review"]
+__all__ = ["LOW_CONFIDENCE", "TTA_MODES", "Classifier", "classify_crops", "needs_review", "predict_tta"]
+
+#: Test-time augmentation: probabilities averaged over the dihedral transforms of each crop
+#: (cells have no preferred orientation). "none": 1 pass, "flip": 2, "rot4": 4, "d4": 8.
+TTA_MODES = ("none", "flip", "rot4", "d4")
 
 #: Cells whose top probability is below this are listed for review in the report.
 LOW_CONFIDENCE = 0.6
@@ -23,14 +28,33 @@ class Classifier(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
+    if tta == "none":
+        return [batch]
+    if tta == "flip":
+        return [batch, batch[:, :, ::-1]]
+    if tta == "rot4":
+        return [np.rot90(batch, k, axes=(1, 2)) for k in range(4)]
+    if tta == "d4":
+        return [np.rot90(b, k, axes=(1, 2)) for b in (batch, batch[:, :, ::-1]) for k in range(4)]
+    raise ConfigError(f"unknown TTA mode {tta!r}; choose one of {TTA_MODES}")
+
+
+def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.ndarray:
+    """Mean class probabilities over the TTA views of a prepared uint8 batch (N, S, S, 3)."""
+    views = _views(batch, tta)
+    probs = model.predict(np.ascontiguousarray(np.concatenate(views)))
+    return probs.reshape(len(views), len(batch), -1).mean(0)
+
+
 def classify_crops(
-    model: Classifier, crops: Sequence[np.ndarray], sources: Sequence[str], batch_size: int = 128
+    model: Classifier, crops: Sequence[np.ndarray], sources: Sequence[str], batch_size: int = 128, tta: str = "none"
 ) -> list[CellPrediction]:
     """Classify RGB uint8 crops (any size; the model's crop rule is applied here)."""
     out: list[CellPrediction] = []
     for start in range(0, len(crops), batch_size):
         batch = np.stack([prepare_crop(c, model.input_size) for c in crops[start : start + batch_size]])
-        probs = model.predict(batch)
+        probs = predict_tta(model, batch, tta)
         for src, p in zip(sources[start : start + batch_size], probs, strict=True):
             out.append(CellPrediction(src, tuple(float(v) for v in p), tuple(model.classes)))
     return out

@@ -26,6 +26,22 @@ from ..errors import ConfigError, LeukoMorphError, ModelError, OutputExistsError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LeukoMorph: leukemia morphology decision support.")
 console = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"leukomorph {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """LeukoMorph: leukemia morphology decision support (decision support, not a diagnosis)."""
+
+
 EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_EXISTS, EXIT_NO_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4, 5
 
 
@@ -68,13 +84,20 @@ def analyze(
     model: str = typer.Option(None, "--model", help="Model name from `leukomorph models` or path to a model card."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace LeukoMorph's output files if present."),
     threads: int = typer.Option(0, "--threads", help="Inference threads (0: onnxruntime default)."),
+    tta: str = typer.Option(
+        None, "--tta", help="Test-time augmentation: none, flip, rot4, d4 (default: the model card's)."
+    ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
+    from ..classify import TTA_MODES
     from ..models import DEFAULT_CLASSIFIER, load_classifier
     from ..pipeline import AnalyzeConfig, run_case
     from ..report import prepare_output_dir, write_outputs
 
-    cfg = AnalyzeConfig(model=model or DEFAULT_CLASSIFIER, threads=threads or None)
+    if tta is not None and tta not in TTA_MODES:
+        console.print(f"[red]error:[/red] --tta must be one of {', '.join(TTA_MODES)}")
+        raise typer.Exit(EXIT_USAGE)
+    cfg = AnalyzeConfig(model=model or DEFAULT_CLASSIFIER, threads=threads or None, tta=tta)
     try:
         cases = _cases(paths, per_folder, case)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
@@ -148,6 +171,7 @@ def train_classifier_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     cache_dir: Path = typer.Option(Path.home() / ".cache" / "leukomorph", help="Decoded-crop cache."),
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
+    tta: str = typer.Option("none", help="Test-time augmentation recorded in the card: none, flip, rot4, d4."),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Train a cell classifier (train extra), export ONNX, evaluate on the held-out split, write a card."""
@@ -179,7 +203,7 @@ def train_classifier_cmd(
         device=device,
     )
     train_classifier(records, cfg, out, cache_dir)
-    card = finalize_model(out, name, records, datasets.split(","))
+    card = finalize_model(out, name, records, datasets.split(","), tta=tta)
     console.print(f"model card: {card}")
 
 

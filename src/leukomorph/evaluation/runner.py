@@ -15,6 +15,7 @@ from ..data import data_root
 from ..errors import DataError
 from ..io import read_image
 from ..models.registry import ModelCard, load_classifier
+from ..pipeline import model_tta
 from ..taxonomy import CLASSES, PBC_GROUP, PBC_LABELS
 from .metrics import EvalReport, confusion_png, evaluate_predictions, format_report
 
@@ -40,6 +41,7 @@ def run_evaluation(
     out: str | os.PathLike[str] | None = None,
     n_boot: int = 1000,
     progress=None,
+    tta: str | None = None,
 ) -> tuple[dict, str]:
     if split is None:
         name = card.raw.get("split_file")
@@ -50,17 +52,19 @@ def run_evaluation(
     if not rows:
         raise DataError(f"{split}: no rows in split {which!r}")
     model = load_classifier(card.card_path)
+    tta = tta or model_tta(model)
     preds, kept = [], []
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]
         imgs = [read_image(_resolve(r["path"])) for r in chunk]
-        preds += classify_crops(model, [i.pixels for i in imgs], [r["path"] for r in chunk])
+        preds += classify_crops(model, [i.pixels for i in imgs], [r["path"] for r in chunk], tta=tta)
         kept += chunk
         if progress:
             progress(len(kept), len(rows))
     pred_cls = [p.predicted_class for p in preds]
-    report: dict = {"model": card.name, "sha256": card.sha256, "split": str(split), "which": which, "sources": {}}
-    texts = [f"# {card.name} on split '{which}' of {Path(split).name}"]
+    report: dict = {"model": card.name, "sha256": card.sha256, "split": str(split), "which": which, "tta": tta}
+    report["sources"] = {}
+    texts = [f"# {card.name} on split '{which}' of {Path(split).name} (test-time augmentation: {tta})"]
     outp = Path(out) if out else None
     if outp:
         outp.mkdir(parents=True, exist_ok=True)

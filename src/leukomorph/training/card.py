@@ -40,6 +40,7 @@ def finalize_model(
     datasets: list[str],
     version: str = "1.0.0",
     n_boot: int = 1000,
+    tta: str = "none",
 ) -> Path:
     from ..evaluation.runner import run_evaluation
     from ..models.registry import ModelCard
@@ -92,6 +93,10 @@ def finalize_model(
             "CellaVision DM-style field of about 360 px square; pixel size not given by the "
             "sources, so none is enforced",
             "pixel_size_um": None,
+        },
+        "inference": {
+            "tta": tta,
+            "tta_note": "probabilities averaged over these views (classify.TTA_MODES); chosen on the validation split",
         },
         "output": {
             "name": "probabilities",
