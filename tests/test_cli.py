@@ -102,3 +102,12 @@ def test_per_folder_and_symlinks_kept(sample_dir, tmp_path):
 def test_models_command():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "leukomorph-cell" in r.output
+
+
+def test_field_sized_image_is_flagged(tmp_path):
+    Image.fromarray(np.full((300, 900, 3), 200, np.uint8)).save(tmp_path / "field.png")
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["analyze", str(tmp_path / "field.png"), "--out", str(out)])
+    assert r.exit_code == 0
+    (row,) = csv.DictReader((out / "cells.csv").open())
+    assert "does not look like a single-cell crop" in row["notes"]

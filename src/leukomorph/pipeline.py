@@ -80,6 +80,16 @@ def _thumb(rgb: np.ndarray, px: int) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
+def _crop_warnings(shape: tuple[int, int]) -> tuple[str, ...]:
+    h, w = shape
+    if max(h, w) > 1024 or max(h, w) > 1.6 * min(h, w):
+        return (
+            f"{w}x{h} px does not look like a single-cell crop: analysed as one cell after a centre square crop "
+            "(smear fields are not supported yet)",
+        )
+    return ()
+
+
 def _versions() -> dict[str, str]:
     import onnxruntime
 
@@ -123,7 +133,10 @@ def run_case(
                     crops.append(item.pixels)
                     sources.append(item.source)
                     thumbs[item.source] = _thumb(item.pixels, config.thumbnail_px)
-                    inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes, item.shape))
+                    notes = item.notes + _crop_warnings(item.shape)
+                    if len(notes) > len(item.notes):
+                        log.warning("%s: %s", item.source, notes[-1])
+                    inputs.append(InputRecord(item.source, item.sha256, "ok", notes, item.shape))
             preds.extend(classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta))
             done += len(chunk)
             if progress is not None:
