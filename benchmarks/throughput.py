@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--tta", default=None, help="override the model card's test-time augmentation")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "cells"
@@ -49,13 +50,15 @@ def main() -> None:
         what = crops(src, args.n)
         exe = [sys.executable, "-m", "leukomorph.cli.main"]
         cmd = [*exe, "analyze", str(src), "--out", str(Path(tmp) / "out"), "--threads", str(args.threads)]
+        if args.tta:
+            cmd += ["--tta", args.tta]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - t
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         run = json.loads((Path(tmp) / "out" / "run.json").read_text())
     n = args.n
-    print(f"input: {what}; cores: {os.cpu_count()}")
+    print(f"input: {what}; cores: {os.cpu_count()}; model: {run['models'][0]['name']}; tta: {run['models'][0]['tta']}")
     print("| measure | value |")
     print("|---|---:|")
     print(f"| wall time, whole command (s) | {wall:.2f} |")

@@ -43,8 +43,8 @@ def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
 def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.ndarray:
     """Mean class probabilities over the TTA views of a prepared uint8 batch (N, S, S, 3)."""
     views = _views(batch, tta)
-    probs = model.predict(np.ascontiguousarray(np.concatenate(views)))
-    return probs.reshape(len(views), len(batch), -1).mean(0)
+    # one model call per view keeps peak memory at that of a plain batch
+    return np.mean([model.predict(np.ascontiguousarray(v)) for v in views], axis=0)
 
 
 def classify_crops(

@@ -168,6 +168,8 @@ def train_classifier_cmd(
         0.5, help="Sampling weight ∝ class frequency^-power (0: natural, 1: balanced)."
     ),
     seed: int = typer.Option(0),
+    val_fraction: float = typer.Option(0.1, help="Share of groups for validation (0: train on train+val)."),
+    temperature: float = typer.Option(None, help="Fixed softmax temperature (default: fitted on validation)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     cache_dir: Path = typer.Option(Path.home() / ".cache" / "leukomorph", help="Decoded-crop cache."),
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
@@ -201,6 +203,8 @@ def train_classifier_cmd(
         balance_power=balance_power,
         seed=seed,
         device=device,
+        val_fraction=val_fraction,
+        temperature=temperature,
     )
     train_classifier(records, cfg, out, cache_dir)
     card = finalize_model(out, name, records, datasets.split(","), tta=tta)

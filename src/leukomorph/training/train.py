@@ -63,6 +63,8 @@ class TrainConfig:
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
     max_minutes: float = 0.0
+    #: fixed softmax temperature; None: fit on the validation split (needs val_fraction > 0)
+    temperature: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -161,7 +163,7 @@ def train_classifier(
     strata = [f"{r.dataset}:{r.diagnosis or ''}" for r in recs]
     test = split_groups(groups, cfg.test_fraction, cfg.seed, strata)
     rest = np.nonzero(~test)[0]
-    val_in_rest = split_groups(
+    val_in_rest = np.zeros(len(rest), bool) if cfg.val_fraction <= 0 else split_groups(
         groups[rest], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed + 1, [strata[i] for i in rest]
     )
     val = np.zeros(len(recs), bool)
@@ -232,7 +234,7 @@ def train_classifier(
 
     final = ema.module.cpu().eval()
     vl = _logits(final, images[val_idx], cfg, torch.device("cpu"))
-    temperature = _fit_temperature(vl, val_y)
+    temperature = cfg.temperature if cfg.temperature is not None else _fit_temperature(vl, val_y)
     wrapper = UInt8Wrapper(final, cfg.mean, cfg.std, temperature).eval()
     onnx_path = out / "model.onnx"
     dummy = torch.zeros(1, cfg.size, cfg.size, 3, dtype=torch.uint8)
