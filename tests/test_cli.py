@@ -91,9 +91,11 @@ def test_per_folder_and_symlinks_kept(sample_dir, tmp_path):
     files = _copy_sample(sample_dir, root / "A", n=3)
     (root / "B").mkdir()
     (root / "B" / "link.webp").symlink_to(files[0])
+    shutil.copy(files[1], root / "loose.webp")
     out = tmp_path / "out"
     r = runner.invoke(app, ["analyze", str(root), "--per-folder", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    assert "in no case sub-folder" in r.output and not (out / "loose").exists()
     rows = list(csv.DictReader((out / "B" / "cells.csv").open()))
     assert rows[0]["path"] == str(root / "B" / "link.webp")
     assert json.loads((out / "A" / "results.json").read_text())["suggestion"]["code"] == "too_few_cells"

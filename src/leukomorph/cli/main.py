@@ -24,7 +24,7 @@ from rich.table import Table
 from ..errors import ConfigError, LeukoMorphError, ModelError, OutputExistsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LeukoMorph: leukemia morphology decision support.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -58,7 +58,7 @@ def _progress() -> Progress:
 
 
 def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[str, list[str]]]:
-    from ..io import expand_inputs
+    from ..io import IMAGE_SUFFIXES, expand_inputs
 
     if not per_folder:
         name = case or (Path(paths[0]).name if len(paths) == 1 and Path(paths[0]).is_dir() else "case")
@@ -68,6 +68,11 @@ def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[s
         base = Path(p)
         if not base.is_dir():
             raise ConfigError(f"{p}: --per-folder needs folders, each holding one sub-folder per case")
+        loose = [f for f in base.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if loose:
+            console.print(
+                f"[yellow]warning:[/yellow] {len(loose)} image(s) directly in {p} are in no case sub-folder: ignored"
+            )
         for sub in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
             cases.append((sub.name, expand_inputs([str(base / sub.name)])))
     if not cases:

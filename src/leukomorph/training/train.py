@@ -163,8 +163,12 @@ def train_classifier(
     strata = [f"{r.dataset}:{r.diagnosis or ''}" for r in recs]
     test = split_groups(groups, cfg.test_fraction, cfg.seed, strata)
     rest = np.nonzero(~test)[0]
-    val_in_rest = np.zeros(len(rest), bool) if cfg.val_fraction <= 0 else split_groups(
-        groups[rest], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed + 1, [strata[i] for i in rest]
+    val_in_rest = (
+        np.zeros(len(rest), bool)
+        if cfg.val_fraction <= 0
+        else split_groups(
+            groups[rest], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed + 1, [strata[i] for i in rest]
+        )
     )
     val = np.zeros(len(recs), bool)
     val[rest[val_in_rest]] = True
