@@ -100,7 +100,8 @@ def finalize_model(
         },
         "output": {
             "name": "probabilities",
-            "calibration": f"temperature scaling, T={training['temperature']:.4f}, fitted on the validation split",
+            "calibration": f"temperature scaling, T={training['temperature']:.4f}, "
+            + ("fitted on the validation split" if cfg.get("temperature") is None else "fixed by --temperature"),
         },
         "training": {
             "datasets": {d: LICENCES.get(d, "user data") for d in datasets},
