@@ -9,7 +9,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .aggregate import differential, suggest
 from .aggregate.rules import RuleConfig
-from .classify import LOW_CONFIDENCE, classify_crops
+from .classify import LOW_CONFIDENCE, classify_crops, recommended_tta
 from .errors import ImageReadError
 from .io import read_image
 from .models import DEFAULT_CLASSIFIER, load_classifier
@@ -26,7 +26,7 @@ from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "model_tta", "run_case"]
+__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "run_case"]
 
 Progress = Callable[[int, int], None]
 
@@ -114,7 +114,7 @@ def run_case(
     t0 = time.perf_counter()
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
-    tta = config.tta or model_tta(model)
+    tta = config.tta or recommended_tta(model)
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
@@ -164,13 +164,3 @@ def run_case(
         timings={"load_model_s": t_load, "classify_s": t_classify, "total_s": time.perf_counter() - t0},
         versions=_versions(),
     )
-
-
-def model_tta(model) -> str:
-    """The test-time augmentation the model's card recommends ("none" without a card)."""
-    card = getattr(model, "card", None)
-    return (card.raw.get("inference", {}).get("tta") if card is not None else None) or "none"
-
-
-def config_dict(config: AnalyzeConfig) -> dict[str, Any]:
-    return asdict(config)

@@ -11,7 +11,15 @@ from ..errors import ConfigError
 from ..records import CellPrediction
 from .preprocess import prepare_crop
 
-__all__ = ["LOW_CONFIDENCE", "TTA_MODES", "Classifier", "classify_crops", "needs_review", "predict_tta"]
+__all__ = [
+    "LOW_CONFIDENCE",
+    "TTA_MODES",
+    "Classifier",
+    "classify_crops",
+    "needs_review",
+    "predict_tta",
+    "recommended_tta",
+]
 
 #: Test-time augmentation: probabilities averaged over the dihedral transforms of each crop
 #: (cells have no preferred orientation). "none": 1 pass, "flip": 2, "rot4": 4, "d4": 8.
@@ -45,6 +53,12 @@ def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.n
     views = _views(batch, tta)
     # one model call per view keeps peak memory at that of a plain batch
     return np.mean([model.predict(np.ascontiguousarray(v)) for v in views], axis=0)
+
+
+def recommended_tta(model: Classifier) -> str:
+    """The test-time augmentation the model's card recommends ("none" without a card)."""
+    card = getattr(model, "card", None)
+    return (card.raw.get("inference", {}).get("tta") if card is not None else None) or "none"
 
 
 def classify_crops(

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classify import classify_crops
+from ..classify import classify_crops, recommended_tta
 from ..data import data_root
 from ..errors import DataError
 from ..io import read_image
 from ..models.registry import ModelCard, load_classifier
-from ..pipeline import model_tta
 from ..taxonomy import CLASSES, PBC_GROUP, PBC_LABELS
 from .metrics import EvalReport, confusion_png, evaluate_predictions, format_report
 
@@ -52,7 +51,7 @@ def run_evaluation(
     if not rows:
         raise DataError(f"{split}: no rows in split {which!r}")
     model = load_classifier(card.card_path)
-    tta = tta or model_tta(model)
+    tta = tta or recommended_tta(model)
     preds, kept = [], []
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]

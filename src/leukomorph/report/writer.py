@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,8 +118,6 @@ def write_outputs(
     result, out_dir: str | os.PathLike[str], overwrite: bool = False, argv: list[str] | None = None
 ) -> dict[str, Path]:
     """Write cells.csv, results.json, report.html and run.json; return their paths."""
-    from ..pipeline import config_dict
-
     out = prepare_output_dir(out_dir, overwrite)
     paths = {name: out / name for name in OUTPUT_FILES}
     classes = result.predictions[0].classes if result.predictions else ()
@@ -147,7 +146,7 @@ def write_outputs(
         "command": argv,
         "case": result.case,
         "created": results["created"],
-        "config": config_dict(result.config),
+        "config": asdict(result.config),
         "versions": result.versions,
         "models": [result.model],
         "inputs": [
@@ -197,10 +196,15 @@ def render_html(result, results: dict) -> str:
         }
         for p in low[:GALLERY_LIMIT]
     ]
+    by_src = {p.source: p for p in preds}
     evidence = [
-        {"src": _png_b64(result.thumbnails[s]), "path": s, "conf": by.confidence, "cls": by.predicted_class}
+        {
+            "src": _png_b64(result.thumbnails[s]),
+            "path": s,
+            "conf": by_src[s].confidence,
+            "cls": by_src[s].predicted_class,
+        }
         for s in result.suggestion.evidence
-        if (by := next((p for p in preds if p.source == s), None))
     ]
     tpl = env.get_template("report.html.j2")
     return tpl.render(
