@@ -29,6 +29,7 @@ test-train: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/patients.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -113,3 +113,35 @@ def test_field_sized_image_is_flagged(tmp_path):
     assert r.exit_code == 0
     (row,) = csv.DictReader((out / "cells.csv").open())
     assert "does not look like a single-cell crop" in row["notes"]
+
+
+def test_report_with_more_smudges_than_white_cells(tmp_path):
+    """Regression: per-100-WBC values above 100 broke the chart's error bars."""
+    from leukomorph.aggregate import differential, suggest
+    from leukomorph.pipeline import AnalyzeConfig, CaseResult
+    from leukomorph.records import CellPrediction
+    from leukomorph.report import write_outputs
+    from leukomorph.taxonomy import CLASSES
+
+    def cell(name, i):
+        p = [0.0] * len(CLASSES)
+        p[CLASSES.index(name)] = 1.0
+        return CellPrediction(f"{name}{i}.png", tuple(p), CLASSES)
+
+    preds = [cell("smudge", i) for i in range(90)] + [cell("blast", i) for i in range(25)]
+    diff = differential(preds)
+    res = CaseResult(
+        "c",
+        [],
+        preds,
+        [],
+        diff,
+        suggest(diff, preds),
+        {p.source: np.zeros((8, 8, 3), np.uint8) for p in preds},
+        {"name": "x", "version": "", "sha256": "", "card": "", "tta": "none"},
+        AnalyzeConfig(),
+        {},
+        {"leukomorph": "0"},
+    )
+    paths = write_outputs(res, tmp_path / "o")
+    assert "acute leukemia suspected" in paths["report.html"].read_text()

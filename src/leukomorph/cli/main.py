@@ -7,6 +7,7 @@ Exit codes of ``analyze``:
   3  the output folder already holds results (use --overwrite)
   4  no input could be read: nothing was written
   5  model error (missing, corrupt or sha256 mismatch)
+  6  an internal error in one case (a bug: please report it); the other cases were still written
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _main(
     """LeukoMorph: leukemia morphology decision support (decision support, not a diagnosis)."""
 
 
-EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_EXISTS, EXIT_NO_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_EXISTS, EXIT_NO_INPUT, EXIT_MODEL, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5, 6
 
 
 def _progress() -> Progress:
@@ -131,7 +132,13 @@ def analyze(
             )
             code = max(code, EXIT_NO_INPUT)
             continue
-        written = write_outputs(result, outs[name], overwrite=overwrite, argv=sys.argv)
+        try:
+            written = write_outputs(result, outs[name], overwrite=overwrite, argv=sys.argv)
+        except Exception as exc:  # a bug in one case must not cost the other cases of a batch
+            logging.getLogger(__name__).exception("case %s failed", name)
+            console.print(f"[red]error:[/red] case {name}: writing outputs failed ({exc.__class__.__name__}: {exc})")
+            code = max(code, EXIT_INTERNAL)
+            continue
         s = result.suggestion
         colour = "red" if s.urgent else "cyan"
         console.print(

@@ -55,8 +55,9 @@ def _chart(result) -> str:
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 3) + 0.8), dpi=100)
     names = [c.name.replace("_", " ") for c in rows]
     pct = [c.percent for c in rows]
-    lo = [c.percent - c.ci_low for c in rows]
-    hi = [min(c.ci_high, 100) - c.percent if math.isfinite(c.ci_high) else 0 for c in rows]
+    # non-white cells are per 100 WBC and may exceed 100; an unbounded upper limit gets no bar
+    lo = [max(0.0, c.percent - c.ci_low) for c in rows]
+    hi = [max(0.0, c.ci_high - c.percent) if math.isfinite(c.ci_high) else 0.0 for c in rows]
     colours = [
         "#b0b0b0"
         if c.name in NON_WBC
