@@ -44,9 +44,8 @@ def main() -> None:
             pro = r["differential"]["classes"]["promyelocyte"]["percent"]
             lo, hi = r["blast_ci95"]
             code = r["suggestion"]["code"]
-            print(
-                f"| {p} | {dx[p]} | {r['n_classified']} | {r['blast_percent']:.1f} ({lo:.1f}-{hi:.1f}) | {pro:.1f} | {code} |"
-            )
+            blast = f"{r['blast_percent']:.1f} ({lo:.1f}-{hi:.1f})"
+            print(f"| {p} | {dx[p]} | {r['n_classified']} | {blast} | {pro:.1f} | {code} |")
             flagged[dx[p]][0] += code == "apl_suspected"
             flagged[dx[p]][1] += 1
         print(
