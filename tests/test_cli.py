@@ -144,4 +144,5 @@ def test_report_with_more_smudges_than_white_cells(tmp_path):
         {"leukomorph": "0"},
     )
     paths = write_outputs(res, tmp_path / "o")
-    assert "acute leukemia suspected" in paths["report.html"].read_text()
+    html = paths["report.html"].read_text()
+    assert "acute leukemia suspected" in html and "Many smudge cells" in html

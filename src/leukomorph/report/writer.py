@@ -51,22 +51,18 @@ def _chart(result) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [c for c in result.differential.counts if c.count > 0]
+    # white cells only: non-white cells are per 100 WBC and can dwarf the differential (table has them)
+    rows = [c for c in result.differential.counts if c.count > 0 and c.name not in NON_WBC]
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 3) + 0.8), dpi=100)
     names = [c.name.replace("_", " ") for c in rows]
     pct = [c.percent for c in rows]
-    # non-white cells are per 100 WBC and may exceed 100; an unbounded upper limit gets no bar
     lo = [max(0.0, c.percent - c.ci_low) for c in rows]
     hi = [max(0.0, c.ci_high - c.percent) if math.isfinite(c.ci_high) else 0.0 for c in rows]
-    colours = [
-        "#b0b0b0"
-        if c.name in NON_WBC
-        else ("#c0392b" if c.name in ("blast", "promonocyte", "promyelocyte") else "#2c7fb8")
-        for c in rows
-    ]
+    # red: blasts and the cells that count as blast equivalents (promyelocytes in APL)
+    colours = ["#c0392b" if c.name in ("blast", "promonocyte", "promyelocyte") else "#2c7fb8" for c in rows]
     ax.barh(names, pct, xerr=[lo, hi], color=colours, capsize=3)
     ax.invert_yaxis()
-    ax.set_xlabel("% of white cells (grey: per 100 white cells), 95% CI")
+    ax.set_xlabel("% of white cells, 95% CI")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
