@@ -146,3 +146,8 @@ def test_report_with_more_smudges_than_white_cells(tmp_path):
     paths = write_outputs(res, tmp_path / "o")
     html = paths["report.html"].read_text()
     assert "acute leukemia suspected" in html and "Many smudge cells" in html
+
+
+def test_bad_tta_is_a_usage_error(sample_dir, tmp_path):
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "o"), "--tta", "spin"])
+    assert r.exit_code == 2 and "unknown test-time augmentation" in r.output

@@ -85,3 +85,11 @@ def test_tta_views_average_and_reject_unknown():
         assert np.allclose(predict_tta(m, batch, mode), m.predict(batch))
     with pytest.raises(ConfigError):
         predict_tta(m, batch, "spin")
+
+
+def test_shipped_card_is_strict_json():
+    from leukomorph import jsonio
+
+    text = get_card(DEFAULT_CLASSIFIER).weights_path.with_name(f"{DEFAULT_CLASSIFIER}.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
+    assert jsonio.dumps({"a": float("nan"), "b": [float("inf"), 1.5]}, indent=None) == '{"a": null, "b": [null, 1.5]}'

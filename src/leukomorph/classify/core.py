@@ -15,6 +15,7 @@ __all__ = [
     "LOW_CONFIDENCE",
     "TTA_MODES",
     "Classifier",
+    "check_tta",
     "classify_crops",
     "needs_review",
     "predict_tta",
@@ -36,6 +37,13 @@ class Classifier(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def check_tta(tta: str) -> str:
+    """Return ``tta`` if it is a known mode, else raise :class:`ConfigError`."""
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_MODES)}")
+    return tta
+
+
 def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
     if tta == "none":
         return [batch]
@@ -43,9 +51,8 @@ def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
         return [batch, batch[:, :, ::-1]]
     if tta == "rot4":
         return [np.rot90(batch, k, axes=(1, 2)) for k in range(4)]
-    if tta == "d4":
-        return [np.rot90(b, k, axes=(1, 2)) for b in (batch, batch[:, :, ::-1]) for k in range(4)]
-    raise ConfigError(f"unknown TTA mode {tta!r}; choose one of {TTA_MODES}")
+    check_tta(tta)  # d4
+    return [np.rot90(b, k, axes=(1, 2)) for b in (batch, batch[:, :, ::-1]) for k in range(4)]
 
 
 def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.ndarray:

@@ -12,7 +12,6 @@ Exit codes of ``analyze``:
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .. import jsonio
 from ..errors import ConfigError, LeukoMorphError, ModelError, OutputExistsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LeukoMorph: leukemia morphology decision support.")
@@ -56,6 +56,17 @@ def _progress() -> Progress:
         console=console,
         disable=not console.is_terminal,
     )
+
+
+def _check_tta_option(tta: str | None) -> None:
+    from ..classify import check_tta
+
+    if tta is not None:
+        try:
+            check_tta(tta)
+        except ConfigError as exc:
+            console.print(f"[red]error:[/red] --tta: {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
 
 
 def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[str, list[str]]]:
@@ -95,14 +106,11 @@ def analyze(
     ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
-    from ..classify import TTA_MODES
     from ..models import DEFAULT_CLASSIFIER, load_classifier
     from ..pipeline import AnalyzeConfig, run_case
     from ..report import prepare_output_dir, write_outputs
 
-    if tta is not None and tta not in TTA_MODES:
-        console.print(f"[red]error:[/red] --tta must be one of {', '.join(TTA_MODES)}")
-        raise typer.Exit(EXIT_USAGE)
+    _check_tta_option(tta)
     cfg = AnalyzeConfig(model=model or DEFAULT_CLASSIFIER, threads=threads or None, tta=tta)
     try:
         cases = _cases(paths, per_folder, case)
@@ -198,6 +206,7 @@ def train_classifier_cmd(
     from ..training.card import finalize_model
     from ..training.sources import load_sources
 
+    _check_tta_option(tta)
     if out.exists() and any(out.iterdir()) and not overwrite:
         console.print(f"[red]error:[/red] {out}: not empty (pass --overwrite)")
         raise typer.Exit(EXIT_EXISTS)
@@ -243,7 +252,7 @@ def evaluate(
         raise typer.Exit(EXIT_USAGE) from exc
     print(text)
     if out:
-        (out / "metrics.json").write_text(json.dumps(report, indent=1))
+        (out / "metrics.json").write_text(jsonio.dumps(report, indent=1))
 
 
 if __name__ == "__main__":  # pragma: no cover

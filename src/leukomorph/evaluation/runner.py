@@ -61,8 +61,14 @@ def run_evaluation(
         if progress:
             progress(len(kept), len(rows))
     pred_cls = [p.predicted_class for p in preds]
-    report: dict = {"model": card.name, "sha256": card.sha256, "split": str(split), "which": which, "tta": tta}
-    report["sources"] = {}
+    report: dict = {
+        "model": card.name,
+        "sha256": card.sha256,
+        "split": str(split),
+        "which": which,
+        "tta": tta,
+        "sources": {},
+    }
     texts = [f"# {card.name} on split '{which}' of {Path(split).name} (test-time augmentation: {tta})"]
     outp = Path(out) if out else None
     if outp:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import asdict
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .. import jsonio
 from ..errors import OutputExistsError
 from ..taxonomy import LINEAGE, NON_WBC
 
@@ -138,7 +138,7 @@ def write_outputs(
                     ]
                 )
     results = _results_dict(result)
-    paths["results.json"].write_text(json.dumps(results, indent=2), encoding="utf-8")
+    paths["results.json"].write_text(jsonio.dumps(results, indent=2), encoding="utf-8")
     run = {
         "command": argv,
         "case": result.case,
@@ -152,7 +152,7 @@ def write_outputs(
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "outputs": list(OUTPUT_FILES),
     }
-    paths["run.json"].write_text(json.dumps(run, indent=2), encoding="utf-8")
+    paths["run.json"].write_text(jsonio.dumps(run, indent=2), encoding="utf-8")
     paths["report.html"].write_text(render_html(result, results), encoding="utf-8")
     return paths
 

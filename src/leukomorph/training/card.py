@@ -13,6 +13,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import jsonio
 from ..data import data_root
 from ..errors import DataError
 from ..records import LabelledImage
@@ -131,11 +132,11 @@ def finalize_model(
         ],
     }
     card_path = out / f"{name}.json"
-    card_path.write_text(json.dumps(card, indent=1))
+    card_path.write_text(jsonio.dumps(card, indent=1))
     metrics, text = run_evaluation(ModelCard.from_file(card_path), out / split_name, "test", out / "eval", n_boot)
     card["metrics"] = {"held_out_test": _compact(metrics)}
-    card_path.write_text(json.dumps(card, indent=1))
-    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    card_path.write_text(jsonio.dumps(card, indent=1))
+    (out / "eval" / "metrics.json").write_text(jsonio.dumps(metrics, indent=1))
     return card_path
 
 

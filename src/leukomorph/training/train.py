@@ -11,7 +11,6 @@ clusters) that the test split never sees.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import jsonio
 from ..data.splits import near_duplicate_groups, split_groups
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
@@ -272,5 +272,5 @@ def train_classifier(
             for s in ("train", "val", "test")
         },
     }
-    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    (out / "training.json").write_text(jsonio.dumps(summary, indent=1))
     return summary
