@@ -7,9 +7,11 @@ from ..evaluation.runner import run_evaluation as _run
 __all__ = ["run_evaluation"]
 
 
-def run_evaluation(card, split, which, out, n_boot):
+def run_evaluation(card, split, which, out, n_boot, tta=None):
     from .main import _progress
 
     with _progress() as bar:
         task = bar.add_task("evaluate", total=None)
-        return _run(card, split, which, out, n_boot, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        return _run(
+            card, split, which, out, n_boot, progress=lambda d, t: bar.update(task, completed=d, total=t), tta=tta
+        )

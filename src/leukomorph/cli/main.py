@@ -239,14 +239,17 @@ def evaluate(
     which: str = typer.Option("test", help="Which split rows to evaluate: test, val or train."),
     out: Path = typer.Option(None, "--out", "-o", help="Folder for metrics.json, metrics.md and confusion PNGs."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the CIs."),
+    tta: str = typer.Option(None, "--tta", help="Test-time augmentation: none, flip, rot4, d4 (default: the card's)."),
 ) -> None:
     """Per-class precision/recall/F1, macro-F1, balanced accuracy with bootstrap CIs, per source."""
     from ..models import DEFAULT_CLASSIFIER, get_card
+
+    _check_tta_option(tta)
     from .evaluate import run_evaluation
 
     card = get_card(model or DEFAULT_CLASSIFIER)
     try:
-        report, text = run_evaluation(card, split, which, out, n_boot)
+        report, text = run_evaluation(card, split, which, out, n_boot, tta)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
