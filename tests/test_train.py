@@ -28,7 +28,7 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
                 Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
     recs = load_folder_tree(tmp_path / "data")
     monkeypatch.setenv("LEUKOMORPH_DATA", str(tmp_path / "data"))
-    cfg = TrainConfig(size=32, epochs=2, batch_size=16, test_fraction=0.2, val_fraction=0.2, threads=1)
+    cfg = TrainConfig(size=32, epochs=2, batch_size=16, test_fraction=0.2, val_fraction=0.2, threads=1, augment="strong")
     summary = train_classifier(recs, cfg, tmp_path / "run")
     assert len(summary["history"]) == 2
     # patients never straddle splits
@@ -36,7 +36,12 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
     assert not (split["train"] & split["test"]) and not (split["val"] & split["test"])
     card_path = finalize_model(tmp_path / "run", "tiny", recs, [str(tmp_path / "data")], n_boot=20)
     card = ModelCard.from_file(card_path)
-    assert json.loads(card_path.read_text())["metrics"]["held_out_test"]
+    raw = json.loads(card_path.read_text())
+    assert raw["metrics"]["held_out_test"]
+    # conformal sets fitted on the validation patients, coverage measured on the test patients
+    assert raw["inference"]["conformal"]["fitted_on"]["which"] == "val"
+    assert 0 < raw["inference"]["conformal"]["qhat"] <= 1
+    assert "coverage" in raw["metrics"]["held_out_test"]["conformal"]["all"]
     m = OnnxClassifier(card, card.weights_path)
     probs = m.predict(np.zeros((3, 32, 32, 3), np.uint8))
     assert probs.shape == (3, 16) and np.allclose(probs.sum(1), 1, atol=1e-4)

@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .aggregate import differential, suggest
 from .aggregate.rules import RuleConfig
-from .classify import LOW_CONFIDENCE, classify_crops, recommended_tta
+from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
 from .errors import ImageReadError
 from .io import read_image
 from .models import DEFAULT_CLASSIFIER, load_classifier
@@ -41,6 +41,8 @@ class AnalyzeConfig:
     thumbnail_px: int = 72
     #: test-time augmentation (see classify.TTA_MODES); None: the model card's recommended mode
     tta: str | None = None
+    #: attach the model card's conformal prediction sets (review_flag also uses them)
+    conformal: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ def run_case(
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
+    conformal = model_conformal(model) if config.conformal else None
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
@@ -137,7 +140,9 @@ def run_case(
                     if len(notes) > len(item.notes):
                         log.warning("%s: %s", item.source, notes[-1])
                     inputs.append(InputRecord(item.source, item.sha256, "ok", notes, item.shape))
-            preds.extend(classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta))
+            preds.extend(
+                classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta, conformal=conformal)
+            )
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -151,6 +156,7 @@ def run_case(
         else {"name": type(model).__name__, "version": "", "sha256": "", "card": ""}
     )
     model_info["tta"] = tta
+    model_info["conformal"] = conformal.to_dict() if conformal is not None else None
     return CaseResult(
         case=case,
         inputs=inputs,

@@ -65,6 +65,9 @@ class CellPrediction:
     source: str
     probabilities: tuple[float, ...]
     classes: tuple[str, ...]
+    #: conformal prediction set (class names, most probable first); empty when the model has no
+    #: conformal calibration
+    prediction_set: tuple[str, ...] = ()
 
     @property
     def index(self) -> int:

@@ -19,6 +19,8 @@ __all__ = [
     "LINEAGE",
     "NON_WBC",
     "PBC_GROUP",
+    "WBC5_GROUP",
+    "WBC5_LABELS",
     "PBC_LABELS",
     "map_label",
 ]
@@ -141,6 +143,26 @@ DATASET_MAPS: Mapping[str, Mapping[str, str | tuple[str, ...]]] = {
         "Plasma cells": "plasma_cell",
         "Smudge cells": "smudge",
     },
+    # seg_wbc `label` column (Zheng et al. 2018; five white-cell classes, no subtypes).
+    "seg_wbc": {
+        "neutrophil": ("segmented_neutrophil", "band_neutrophil"),
+        "lymphocyte": "lymphocyte",
+        "monocyte": "monocyte",
+        "eosinophil": "eosinophil",
+        "basophil": "basophil",
+    },
+}
+
+#: The five mature white-cell classes used for cross-domain tests (seg_wbc and most public sets).
+WBC5_LABELS: tuple[str, ...] = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
+WBC5_GROUP: Mapping[str, str | None] = {
+    "segmented_neutrophil": "neutrophil",
+    "band_neutrophil": "neutrophil",
+    "eosinophil": "eosinophil",
+    "basophil": "basophil",
+    "lymphocyte": "lymphocyte",
+    "variant_lymphocyte": "lymphocyte",
+    "monocyte": "monocyte",
 }
 
 

@@ -1,9 +1,26 @@
 """Per-cell classification: the shared crop rule, batched prediction, review flags."""
 
-from .core import LOW_CONFIDENCE, TTA_MODES, check_tta, classify_crops, needs_review, predict_tta, recommended_tta
-from .preprocess import prepare_crop
+from .conformal import ConformalCalibration, calibrate, coverage, prediction_sets
+from .core import (
+    LOW_CONFIDENCE,
+    TTA_MODES,
+    check_tta,
+    classify_crops,
+    model_conformal,
+    needs_review,
+    predict_tta,
+    recommended_tta,
+    stain_reference,
+)
+from .preprocess import prepare_crop, zoom_crop
 
 __all__ = [
+    "ConformalCalibration",
+    "calibrate",
+    "coverage",
+    "model_conformal",
+    "prediction_sets",
+    "stain_reference",
     "LOW_CONFIDENCE",
     "TTA_MODES",
     "check_tta",
@@ -11,5 +28,6 @@ __all__ = [
     "needs_review",
     "predict_tta",
     "prepare_crop",
+    "zoom_crop",
     "recommended_tta",
 ]

@@ -9,7 +9,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import CellPrediction
-from .preprocess import prepare_crop
+from ..stain import LEUKOMORPH_REFERENCE, LabStats, normalise
+from .conformal import ConformalCalibration, prediction_sets
+from .preprocess import prepare_crop, zoom_crop
 
 __all__ = [
     "LOW_CONFIDENCE",
@@ -17,9 +19,11 @@ __all__ = [
     "Classifier",
     "check_tta",
     "classify_crops",
+    "model_conformal",
     "needs_review",
     "predict_tta",
     "recommended_tta",
+    "stain_reference",
 ]
 
 #: Test-time augmentation: probabilities averaged over the dihedral transforms of each crop
@@ -69,17 +73,56 @@ def recommended_tta(model: Classifier) -> str:
 
 
 def classify_crops(
-    model: Classifier, crops: Sequence[np.ndarray], sources: Sequence[str], batch_size: int = 128, tta: str = "none"
+    model: Classifier,
+    crops: Sequence[np.ndarray],
+    sources: Sequence[str],
+    batch_size: int = 128,
+    tta: str = "none",
+    stain: str = "none",
+    zoom: float = 1.0,
+    conformal: ConformalCalibration | None = None,
 ) -> list[CellPrediction]:
-    """Classify RGB uint8 crops (any size; the model's crop rule is applied here)."""
+    """Classify RGB uint8 crops (any size; the model's crop rule is applied here).
+
+    ``zoom`` rescales every crop about its centre before the crop rule (see :func:`zoom_crop`;
+    :func:`leukomorph.classify.scale.case_zoom` estimates it for a case); ``stain="reinhard"``
+    normalises each prepared crop's colour to the model's stain reference. With ``conformal``,
+    each prediction carries its conformal prediction set.
+    """
+    reference = stain_reference(model)
     out: list[CellPrediction] = []
     for start in range(0, len(crops), batch_size):
-        batch = np.stack([prepare_crop(c, model.input_size) for c in crops[start : start + batch_size]])
+        batch = np.stack(
+            [
+                normalise(prepare_crop(zoom_crop(c, zoom), model.input_size), stain, reference)
+                for c in crops[start : start + batch_size]
+            ]
+        )
         probs = predict_tta(model, batch, tta)
-        for src, p in zip(sources[start : start + batch_size], probs, strict=True):
-            out.append(CellPrediction(src, tuple(float(v) for v in p), tuple(model.classes)))
+        sets = prediction_sets(probs, conformal) if conformal is not None else [()] * len(probs)
+        for src, p, s in zip(sources[start : start + batch_size], probs, sets, strict=True):
+            out.append(
+                CellPrediction(
+                    src, tuple(float(v) for v in p), tuple(model.classes), tuple(model.classes[i] for i in s)
+                )
+            )
     return out
 
 
+def stain_reference(model: Classifier) -> LabStats:
+    """The stain reference in the model's card (``inference.stain.reference``), else the package default."""
+    card = getattr(model, "card", None)
+    ref = (card.raw.get("inference", {}).get("stain") or {}).get("reference") if card is not None else None
+    return LabStats.from_dict(ref) if ref else LEUKOMORPH_REFERENCE
+
+
+def model_conformal(model: Classifier) -> ConformalCalibration | None:
+    """The conformal calibration in the model's card (``inference.conformal``), or None."""
+    card = getattr(model, "card", None)
+    d = card.raw.get("inference", {}).get("conformal") if card is not None else None
+    return ConformalCalibration.from_dict(d) if d else None
+
+
 def needs_review(pred: CellPrediction, threshold: float = LOW_CONFIDENCE) -> bool:
-    return pred.confidence < threshold
+    """Review flag: the conformal set holds more than one class, or the top probability is below ``threshold``."""
+    return len(pred.prediction_set) > 1 or pred.confidence < threshold

@@ -194,6 +194,7 @@ def train_classifier_cmd(
     cache_dir: Path = typer.Option(Path.home() / ".cache" / "leukomorph", help="Decoded-crop cache."),
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
     tta: str = typer.Option("none", help="Test-time augmentation recorded in the card: none, flip, rot4, d4."),
+    augment: str = typer.Option("standard", help="Training augmentation: standard or strong (cross-microscope)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Train a cell classifier (train extra), export ONNX, evaluate on the held-out split, write a card."""
@@ -226,6 +227,7 @@ def train_classifier_cmd(
         device=device,
         val_fraction=val_fraction,
         temperature=temperature,
+        augment=augment,
     )
     train_classifier(records, cfg, out, cache_dir)
     card = finalize_model(out, name, records, datasets.split(","), tta=tta)

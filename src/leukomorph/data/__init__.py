@@ -1,6 +1,6 @@
 """Data set adapters (shared public sets and users' own folders/manifests) and leakage-safe splits."""
 
-from .datasets import data_root, load_csv_manifest, load_deepapl, load_folder_tree, load_pbc
+from .datasets import data_root, load_csv_manifest, load_deepapl, load_folder_tree, load_pbc, load_seg_wbc
 from .splits import dhash, group_kfold, near_duplicate_groups, split_groups
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "load_deepapl",
     "load_folder_tree",
     "load_pbc",
+    "load_seg_wbc",
     "near_duplicate_groups",
     "split_groups",
 ]

@@ -15,7 +15,7 @@ from ..io.images import IMAGE_SUFFIXES
 from ..records import LabelledImage
 from ..taxonomy import CLASSES, map_label
 
-__all__ = ["data_root", "load_csv_manifest", "load_deepapl", "load_folder_tree", "load_pbc"]
+__all__ = ["data_root", "load_csv_manifest", "load_deepapl", "load_folder_tree", "load_pbc", "load_seg_wbc"]
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -66,6 +66,27 @@ def load_deepapl(root: str | os.PathLike[str] | None = None) -> list[LabelledIma
                 source_label=label,
                 patient_id=row["patient_id"],
                 diagnosis=row["diagnosis"] or None,
+            )
+        )
+    return out
+
+
+def load_seg_wbc(root: str | os.PathLike[str] | None = None, domain: str | None = None) -> list[LabelledImage]:
+    """seg_wbc crops (Zheng et al. 2018): ``dataset1`` (Jiangxi Tecom camera, 120 px) and ``dataset2``
+    (CellaVision, 300 px). ``patient_id`` is None (not released); the domain is kept in ``source_label``
+    as ``domain/label``. The masks are read by the segmentation stage, not here."""
+    base = data_root(root) / "seg_wbc"
+    out = []
+    for row in _read_csv(base / "manifest.csv"):
+        if domain and row["domain"] != domain:
+            continue
+        out.append(
+            LabelledImage(
+                path=str(base / row["image"]),
+                classes=map_label("seg_wbc", row["label"]),
+                dataset="seg_wbc",
+                source_label=row["domain"] + "/" + row["label"],
+                patient_id=None,
             )
         )
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classify import classify_crops, recommended_tta
+from ..classify import classify_crops, coverage, model_conformal, recommended_tta
 from ..data import data_root
 from ..errors import DataError
 from ..io import read_image
@@ -18,7 +18,7 @@ from ..models.registry import ModelCard, load_classifier
 from ..taxonomy import CLASSES, PBC_GROUP, PBC_LABELS
 from .metrics import EvalReport, confusion_png, evaluate_predictions, format_report
 
-__all__ = ["read_split", "run_evaluation"]
+__all__ = ["default_split", "exact_targets", "predict_rows", "read_split", "run_evaluation", "split_rows"]
 
 
 def read_split(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -33,6 +33,42 @@ def _resolve(path: str) -> str:
     return path if os.path.isabs(path) else str(data_root() / path)
 
 
+def default_split(card: ModelCard) -> Path:
+    name = card.raw.get("split_file")
+    if not name:
+        raise DataError(f"model {card.name!r} names no split file; pass --split")
+    return Path(card.card_path).parent / name
+
+
+def split_rows(card: ModelCard, split: str | os.PathLike[str] | None, which: str) -> list[dict[str, str]]:
+    """Rows of ``split`` (default: the card's own split file) whose split column is ``which``."""
+    split = split if split is not None else default_split(card)
+    rows = [r for r in read_split(split) if r["split"] == which]
+    if not rows:
+        raise DataError(f"{split}: no rows in split {which!r}")
+    return rows
+
+
+def predict_rows(model, rows: list[dict[str, str]], tta: str, progress=None, conformal=None) -> list:
+    """Classify the images of split rows (paths relative to the data root are resolved)."""
+    preds: list = []
+    for start in range(0, len(rows), 256):
+        chunk = rows[start : start + 256]
+        imgs = [read_image(_resolve(r["path"])) for r in chunk]
+        preds += classify_crops(
+            model, [i.pixels for i in imgs], [r["path"] for r in chunk], tta=tta, conformal=conformal
+        )
+        if progress:
+            progress(len(preds), len(rows))
+    return preds
+
+
+def exact_targets(rows: list[dict[str, str]]) -> tuple[list[int], np.ndarray]:
+    """Indices of rows with exact labels and their class indices in CLASSES."""
+    idx = [i for i, r in enumerate(rows) if "|" not in r["classes"]]
+    return idx, np.array([CLASSES.index(rows[i]["classes"]) for i in idx], int)
+
+
 def run_evaluation(
     card: ModelCard,
     split: str | os.PathLike[str] | None,
@@ -42,24 +78,15 @@ def run_evaluation(
     progress=None,
     tta: str | None = None,
 ) -> tuple[dict, str]:
-    if split is None:
-        name = card.raw.get("split_file")
-        if not name:
-            raise DataError(f"model {card.name!r} names no split file; pass --split")
-        split = Path(card.card_path).parent / name
+    split = split if split is not None else default_split(card)
     rows = [r for r in read_split(split) if r["split"] == which]
     if not rows:
         raise DataError(f"{split}: no rows in split {which!r}")
     model = load_classifier(card.card_path)
     tta = tta or recommended_tta(model)
-    preds, kept = [], []
-    for start in range(0, len(rows), 256):
-        chunk = rows[start : start + 256]
-        imgs = [read_image(_resolve(r["path"])) for r in chunk]
-        preds += classify_crops(model, [i.pixels for i in imgs], [r["path"] for r in chunk], tta=tta)
-        kept += chunk
-        if progress:
-            progress(len(kept), len(rows))
+    conformal = model_conformal(model)
+    preds = predict_rows(model, rows, tta, progress, conformal)
+    kept = rows
     pred_cls = [p.predicted_class for p in preds]
     report: dict = {
         "model": card.name,
@@ -99,6 +126,22 @@ def run_evaluation(
     yi = np.array([CLASSES.index(kept[i]["classes"]) for i in all_exact])
     report["calibration"] = _ece(probs, yi)
     texts.append(f"\nexpected calibration error (15 bins, all exact labels): {report['calibration']['ece']:.4f}")
+    for ds in sorted({r["dataset"] for r in kept}):
+        m = np.array([kept[i]["dataset"] == ds for i in all_exact])
+        if m.any():
+            report["calibration"][f"ece_{ds}"] = _ece(probs[m], yi[m])["ece"]
+    if conformal is not None:
+        report["conformal"] = {"calibration": conformal.to_dict(), "all": coverage(probs, yi, conformal)}
+        lines = [f"\nconformal prediction sets (LAC, nominal coverage {1 - conformal.alpha:.0%}):"]
+        for ds in ["all", *sorted({r["dataset"] for r in kept})]:
+            m = np.array([ds == "all" or kept[i]["dataset"] == ds for i in all_exact])
+            cov = coverage(probs[m], yi[m], conformal)
+            report["conformal"][ds] = cov
+            lines.append(
+                f"  {ds}: coverage {cov['coverage']:.3f}, mean set size {cov['mean_set_size']:.2f}, "
+                f"singletons {cov['share_singletons']:.1%} (n={cov['n']})"
+            )
+        texts.append("\n".join(lines))
     text = "\n\n".join(texts)
     if outp:
         (outp / "metrics.md").write_text(text + "\n")

@@ -21,6 +21,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import jsonio
+from ..classify.core import needs_review
 from ..errors import OutputExistsError
 from ..taxonomy import LINEAGE, NON_WBC
 
@@ -71,6 +72,14 @@ def _chart(result) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _review_rule(result) -> str:
+    thr = f"top probability < {result.config.low_confidence:.2f}"
+    conf = result.model.get("conformal")
+    if conf:
+        return f"conformal prediction set ({1 - conf['alpha']:.0%} coverage) holds more than one class, or {thr}"
+    return f"{thr} (the model has no conformal calibration)"
+
+
 def _results_dict(result) -> dict:
     d = result.differential
     return {
@@ -95,6 +104,11 @@ def _results_dict(result) -> dict:
                 }
                 for c in d.counts
             },
+        },
+        "review": {
+            "n_flagged": sum(needs_review(p, result.config.low_confidence) for p in result.predictions),
+            "rule": _review_rule(result),
+            "conformal": result.model.get("conformal"),
         },
         "blast_percent": round(d.blast_percent, 2),
         "blast_ci95": [round(v, 2) for v in d.blast_ci],
@@ -121,17 +135,30 @@ def write_outputs(
     by_src = {p.source: p for p in result.predictions}
     with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "predicted_class", "confidence", *[f"p_{c}" for c in classes], "status", "notes"])
+        w.writerow(
+            [
+                "path",
+                "predicted_class",
+                "confidence",
+                "prediction_set",
+                "review_flag",
+                *[f"p_{c}" for c in classes],
+                "status",
+                "notes",
+            ]
+        )
         for inp in result.inputs:
             p = by_src.get(inp.path)
             if p is None:
-                w.writerow([inp.path, "", "", *[""] * len(classes), inp.status, ""])
+                w.writerow([inp.path, "", "", "", "", *[""] * len(classes), inp.status, ""])
             else:
                 w.writerow(
                     [
                         inp.path,
                         p.predicted_class,
                         f"{p.confidence:.4f}",
+                        "|".join(p.prediction_set),
+                        str(needs_review(p, result.config.low_confidence)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
                         "ok",
                         "; ".join(inp.notes),
@@ -177,7 +204,7 @@ def render_html(result, results: dict) -> str:
                     ],
                 }
             )
-    low = sorted((p for p in preds if p.confidence < result.config.low_confidence), key=lambda p: p.confidence)
+    low = sorted((p for p in preds if needs_review(p, result.config.low_confidence)), key=lambda p: p.confidence)
 
     def second(p):
         order = np.argsort(p.probabilities)[::-1]
@@ -190,6 +217,7 @@ def render_html(result, results: dict) -> str:
             "cls": p.predicted_class,
             "conf": p.confidence,
             "alt": second(p),
+            "set": [c.replace("_", " ") for c in p.prediction_set],
         }
         for p in low[:GALLERY_LIMIT]
     ]
@@ -211,6 +239,7 @@ def render_html(result, results: dict) -> str:
         gallery=gallery,
         low=low_rows,
         n_low=len(low),
+        review_rule=_review_rule(result),
         evidence=evidence,
         limit=GALLERY_LIMIT,
         non_wbc=NON_WBC,

@@ -42,8 +42,10 @@ def finalize_model(
     version: str = "1.0.0",
     n_boot: int = 1000,
     tta: str = "none",
+    conformal_alpha: float | None = 0.1,
 ) -> Path:
-    from ..evaluation.runner import run_evaluation
+    from ..evaluation.calibrate import fit_conformal, write_conformal
+    from ..evaluation.runner import read_split, run_evaluation
     from ..models.registry import ModelCard
 
     out = Path(out)
@@ -133,6 +135,10 @@ def finalize_model(
     }
     card_path = out / f"{name}.json"
     card_path.write_text(jsonio.dumps(card, indent=1))
+    if conformal_alpha and any(r["split"] == "val" for r in read_split(out / split_name)):
+        cal, source = fit_conformal(ModelCard.from_file(card_path), out / split_name, "val", conformal_alpha, tta)
+        write_conformal(card_path, cal, source)
+        card = json.loads(card_path.read_text())
     metrics, text = run_evaluation(ModelCard.from_file(card_path), out / split_name, "test", out / "eval", n_boot)
     card["metrics"] = {"held_out_test": _compact(metrics)}
     card_path.write_text(jsonio.dumps(card, indent=1))
@@ -142,6 +148,9 @@ def finalize_model(
 
 def _compact(metrics: dict) -> dict:
     out = {"calibration_ece": metrics["calibration"]["ece"]}
+    out.update({k: v for k, v in metrics["calibration"].items() if k.startswith("ece_")})
+    if "conformal" in metrics:
+        out["conformal"] = {k: v for k, v in metrics["conformal"].items() if k != "calibration"}
     for ds, reps in metrics["sources"].items():
         for level, rep in reps.items():
             out[f"{ds}/{level}"] = {

@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import jsonio
 from ..data.splits import near_duplicate_groups, split_groups
+from ..errors import ConfigError
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
 from .cache import build_cache
@@ -65,18 +66,37 @@ class TrainConfig:
     max_minutes: float = 0.0
     #: fixed softmax temperature; None: fit on the validation split (needs val_fraction > 0)
     temperature: float | None = None
+    #: augmentation strength, one of AUGMENT_MODES
+    augment: str = "standard"
     extra: dict = field(default_factory=dict)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+#: Augmentation strengths. "standard": in-domain jitter. "strong": adds what differs between
+#: microscopes and laboratories: magnification (zoom 0.7-1.3), optical/camera resolution
+#: (down-/up-sampling, Gaussian blur), white balance (per-channel gain), gamma, wider stain and
+#: saturation jitter, sensor noise.
+AUGMENT_MODES = ("standard", "strong")
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -> torch.Tensor:
     """x: float (B,3,H,W) in [0,1]. Geometric + stain/colour jitter, all on the batch's device."""
     b, dev = x.shape[0], x.device
+    strong = strength == "strong"
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
 
     theta = u(-math.pi, math.pi, b)
-    scale = u(0.9, 1.1, b)
+    scale = u(0.7, 1.3, b) if strong else u(0.9, 1.1, b)
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0).to(dev)
     cos, sin = torch.cos(theta) / scale, torch.sin(theta) / scale
     mat = torch.stack(
@@ -84,16 +104,36 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     )
     grid = F.affine_grid(mat, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if strong:
+        # resolution loss on a random half of the batch: area down-sampling then bilinear up-sampling,
+        # or a Gaussian blur (one random strength per batch keeps it cheap)
+        h, w = x.shape[2:]
+        sel = torch.nonzero(torch.rand(b, generator=gen) < 0.5).flatten().to(dev)
+        if len(sel):
+            if float(torch.rand(1, generator=gen)) < 0.5:
+                f = float(u(1.5, 3.5, 1))
+                small = F.interpolate(x[sel], size=(max(8, int(h / f)), max(8, int(w / f))), mode="area")
+                x[sel] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+            else:
+                x[sel] = _blur(x[sel], float(u(0.6, 2.0, 1)))
     # HED stain jitter in optical density space
     od = -torch.log(x.clamp(min=1 / 255))
     hed = od.permute(0, 2, 3, 1) @ _HED_FROM_RGB.to(dev)
-    hed = hed * u(0.9, 1.1, b, 1, 1, 3) + u(-0.03, 0.03, b, 1, 1, 3)
+    if strong:
+        hed = hed * u(0.7, 1.3, b, 1, 1, 3) + u(-0.08, 0.08, b, 1, 1, 3)
+    else:
+        hed = hed * u(0.9, 1.1, b, 1, 1, 3) + u(-0.03, 0.03, b, 1, 1, 3)
     x = torch.exp(-(hed @ _RGB_FROM_HED.to(dev))).permute(0, 3, 1, 2)
+    if strong:
+        x = x.clamp(0, 1) * u(0.85, 1.15, b, 3, 1, 1)  # white balance / illumination colour
+        x = x.clamp(1e-4, 1) ** u(0.7, 1.4, b, 1, 1, 1)  # gamma
     # brightness / contrast / saturation
     gray = x.mean(1, keepdim=True)
-    x = gray + (x - gray) * u(0.8, 1.2, b, 1, 1, 1)
+    x = gray + (x - gray) * (u(0.6, 1.4, b, 1, 1, 1) if strong else u(0.8, 1.2, b, 1, 1, 1))
     m = x.mean((1, 2, 3), keepdim=True)
     x = (x - m) * u(0.85, 1.15, b, 1, 1, 1) + m + u(-0.06, 0.06, b, 1, 1, 1)
+    if strong:
+        x = x + torch.randn(x.shape, generator=gen).to(dev) * u(0.0, 0.03, b, 1, 1, 1)
     return x.clamp(0, 1)
 
 
@@ -143,6 +183,8 @@ def train_classifier(
     progress: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train, export ``model.onnx`` + ``split.csv`` + ``training.json`` into ``out_dir``; return a summary."""
+    if cfg.augment not in AUGMENT_MODES:
+        raise ConfigError(f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_MODES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda stage, info: None)
@@ -216,7 +258,7 @@ def train_classifier(
         for s in range(steps_per_epoch):
             idx = torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = images_t[idx].to(dev).permute(0, 3, 1, 2).float().div_(255)
-            x = augment(x, gen)
+            x = augment(x, gen, cfg.augment)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = _partial_nll(net(x).float(), masks_t[idx].to(dev))

@@ -1,0 +1,60 @@
+"""Fit a model's conformal prediction sets on labelled held-out cells and record them in its card."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .. import jsonio
+from ..classify import ConformalCalibration, calibrate, recommended_tta
+from ..errors import DataError
+from ..models.registry import ModelCard, load_classifier
+from .runner import default_split, exact_targets, predict_rows, read_split
+
+__all__ = ["fit_conformal", "write_conformal"]
+
+
+def fit_conformal(
+    card: ModelCard,
+    split: str | os.PathLike[str] | None = None,
+    which: str = "val",
+    alpha: float = 0.1,
+    tta: str | None = None,
+    progress=None,
+) -> tuple[ConformalCalibration, dict]:
+    """LAC calibration on the exact-label rows of ``which`` in ``split`` (default: the card's split).
+
+    The rows must be held out from training (the card's validation split; or a laboratory's own
+    reviewed cells as a class-folder tree turned into a split file).
+    """
+    split = split if split is not None else default_split(card)
+    rows = [r for r in read_split(split) if r["split"] == which]
+    idx, y = exact_targets(rows)
+    if not idx:
+        raise DataError(f"{split}: no exact-label rows in split {which!r} to calibrate on")
+    model = load_classifier(card.card_path)
+    tta = tta or recommended_tta(model)
+    rows = [rows[i] for i in idx]
+    preds = predict_rows(model, rows, tta, progress)
+    import numpy as np
+
+    probs = np.array([p.probabilities for p in preds])
+    cal = calibrate(probs, y, alpha)
+    source = {
+        "split": Path(split).name,
+        "which": which,
+        "n_cells": len(rows),
+        "n_patients": len({r["patient_id"] for r in rows if r["patient_id"]}),
+        "datasets": sorted({r["dataset"] for r in rows}),
+        "tta": tta,
+    }
+    return cal, source
+
+
+def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration, source: dict) -> None:
+    """Store the calibration under ``inference.conformal`` of the card JSON (the ONNX file is untouched)."""
+    p = Path(card_path)
+    raw = json.loads(p.read_text())
+    raw.setdefault("inference", {})["conformal"] = {**cal.to_dict(), "fitted_on": source}
+    p.write_text(jsonio.dumps(raw, indent=1))

@@ -1,0 +1,124 @@
+"""Conformal sets, stain normalisation, cell-scale zoom, classical nucleus masks, seg_wbc mapping."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from leukomorph.classify import (
+    ConformalCalibration,
+    calibrate,
+    classify_crops,
+    coverage,
+    needs_review,
+    prediction_sets,
+    zoom_crop,
+)
+from leukomorph.classify.scale import case_zoom
+from leukomorph.errors import ConfigError, LabelMappingError
+from leukomorph.models.backends.fake import FakeClassifier
+from leukomorph.records import CellPrediction
+from leukomorph.segment import nucleus_mask, nucleus_size_fraction
+from leukomorph.stain import LEUKOMORPH_REFERENCE, lab_stats, normalise, reinhard
+from leukomorph.taxonomy import WBC5_GROUP, map_label
+
+
+def _softmax_data(n, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k)) * 2
+    p = np.exp(logits)
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=pi) for pi in p])
+    return p, y
+
+
+def test_conformal_coverage_holds_on_exchangeable_data():
+    p, y = _softmax_data(6000)
+    cal = calibrate(p[:3000], y[:3000], alpha=0.1)
+    cov = coverage(p[3000:], y[3000:], cal)
+    assert abs(cov["coverage"] - 0.9) < 0.02
+    assert 1 < cov["mean_set_size"] < 5
+    # tighter alpha -> bigger sets
+    assert coverage(p[3000:], y[3000:], calibrate(p[:3000], y[:3000], 0.02))["mean_set_size"] > cov["mean_set_size"]
+
+
+def test_conformal_sets_never_empty_and_roundtrip():
+    cal = ConformalCalibration(alpha=0.1, qhat=0.05, n_calibration=10)
+    sets = prediction_sets(np.array([[0.4, 0.35, 0.25], [0.97, 0.02, 0.01]]), cal)
+    assert [list(s) for s in sets] == [[0], [0]]
+    assert ConformalCalibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ConfigError):
+        calibrate(np.eye(3), np.arange(3), alpha=0.1)  # too few cells for 90%
+    with pytest.raises(ConfigError):
+        ConformalCalibration.from_dict({"method": "aps", "alpha": 0.1, "qhat": 0.5, "n_calibration": 5})
+
+
+def test_classify_attaches_sets_and_review_flag():
+    model = FakeClassifier()
+    crops = [np.full((40, 40, 3), v, np.uint8) for v in (10, 100, 200)]
+    loose = ConformalCalibration(alpha=0.1, qhat=0.995, n_calibration=100)  # threshold 0.005: every class
+    tight = ConformalCalibration(alpha=0.1, qhat=0.5, n_calibration=100)
+    for cal, size in ((loose, len(model.classes)), (tight, 1)):
+        preds = classify_crops(model, crops, ["a", "b", "c"], conformal=cal)
+        assert all(len(p.prediction_set) == size for p in preds)
+        assert all(p.prediction_set[0] == p.predicted_class for p in preds)
+        assert all(needs_review(p, 0.6) == (size > 1) for p in preds)
+    plain = classify_crops(model, crops, ["a", "b", "c"])
+    assert all(p.prediction_set == () for p in plain)
+    low = dataclasses.replace(plain[0], probabilities=(0.5, 0.5) + (0.0,) * 14)
+    assert needs_review(low, 0.6) and not needs_review(plain[0], 0.6)
+    assert isinstance(low, CellPrediction)
+
+
+def _cell(size=120, r_nuc=15, bg=(235, 200, 200)):
+    img = np.full((size, size, 3), bg, np.uint8)
+    cv2.circle(img, (size // 2, size // 2), int(r_nuc * 1.8), (215, 180, 200), -1)  # cytoplasm
+    cv2.circle(img, (size // 2, size // 2), r_nuc, (90, 40, 140), -1)  # purple nucleus
+    return img
+
+
+def test_nucleus_mask_finds_the_central_nucleus():
+    img = _cell(r_nuc=20)
+    m = nucleus_mask(img)
+    truth = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(truth, (60, 60), 20, 1, -1)
+    dice = 2 * (m & truth.astype(bool)).sum() / (m.sum() + truth.sum())
+    assert dice > 0.9
+    assert nucleus_size_fraction(img) == pytest.approx(40 / 120, abs=0.03)
+    assert np.isnan(nucleus_size_fraction(np.full((50, 50, 3), 230, np.uint8)))
+
+
+def test_zoom_crop_and_case_zoom():
+    img = _cell(r_nuc=30)  # nucleus fraction 0.5
+    z = case_zoom([img, img, img], reference=0.25)
+    assert z == pytest.approx(0.5, abs=0.05)
+    out = zoom_crop(img, z)
+    assert out.shape[0] == pytest.approx(240, abs=2)
+    assert nucleus_size_fraction(out) == pytest.approx(0.25, abs=0.03)
+    assert tuple(out[0, 0]) == (235, 200, 200)  # padded with the border colour
+    assert zoom_crop(img, 2.0).shape == (60, 60, 3)
+    assert zoom_crop(img, 1.0) is img
+    with pytest.raises(ValueError):
+        zoom_crop(img, 0)
+    assert case_zoom([np.full((50, 50, 3), 230, np.uint8)]) == 1.0
+
+
+def test_reinhard_matches_reference_statistics():
+    rng = np.random.default_rng(0)
+    img = _cell()
+    img = np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+    yellow = np.clip(img * np.array([1.0, 1.0, 0.7]), 0, 255).astype(np.uint8)
+    out = reinhard(yellow)
+    st = lab_stats(out)
+    assert st.mean == pytest.approx(LEUKOMORPH_REFERENCE.mean, abs=2.0)
+    assert normalise(img, "none") is img
+    with pytest.raises(ConfigError):
+        normalise(img, "macenko-typo")
+
+
+def test_seg_wbc_labels_map_to_taxonomy():
+    assert map_label("seg_wbc", "neutrophil") == ("segmented_neutrophil", "band_neutrophil")
+    assert WBC5_GROUP["band_neutrophil"] == "neutrophil" and "blast" not in WBC5_GROUP
+    with pytest.raises(LabelMappingError):
+        map_label("seg_wbc", "blast")
