@@ -28,7 +28,9 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
                 Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
     recs = load_folder_tree(tmp_path / "data")
     monkeypatch.setenv("LEUKOMORPH_DATA", str(tmp_path / "data"))
-    cfg = TrainConfig(size=32, epochs=2, batch_size=16, test_fraction=0.2, val_fraction=0.2, threads=1, augment="strong")
+    cfg = TrainConfig(
+        size=32, epochs=2, batch_size=16, test_fraction=0.2, val_fraction=0.2, threads=1, augment="strong"
+    )
     summary = train_classifier(recs, cfg, tmp_path / "run")
     assert len(summary["history"]) == 2
     # patients never straddle splits

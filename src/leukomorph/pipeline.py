@@ -17,16 +17,17 @@ import numpy as np
 
 from . import __version__
 from .aggregate import differential, suggest
+from .aggregate.case_model import cell_contributions, load_case_model
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
 from .errors import ImageReadError
 from .io import read_image
-from .models import DEFAULT_CLASSIFIER, load_classifier
+from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "run_case"]
+__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "case_scores", "run_case"]
 
 Progress = Callable[[int, int], None]
 
@@ -43,6 +44,8 @@ class AnalyzeConfig:
     tta: str | None = None
     #: attach the model card's conformal prediction sets (review_flag also uses them)
     conformal: bool = True
+    #: learned patient-level models to score the case with (registry names or card paths)
+    case_models: tuple[str, ...] = (DEFAULT_CASE_MODEL,)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class CaseResult:
     config: AnalyzeConfig
     timings: dict[str, float]
     versions: dict[str, str]
+    #: learned patient-level scores keyed by target (see :func:`case_scores`)
+    case_scores: dict[str, dict] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -103,6 +108,53 @@ def _versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "platform": platform.platform(),
     }
+
+
+def case_scores(names: Sequence[str], cell_model, preds: Sequence[CellPrediction]) -> dict[str, dict]:
+    """Scores of the learned case models, keyed by target (e.g. ``apl_vs_aml``).
+
+    A case model fitted on another cell model's probabilities is not applied: its entry says why
+    (probability null). Missing or corrupt model files raise, as for the cell model.
+    """
+    out: dict[str, dict] = {}
+    card = getattr(cell_model, "card", None)
+    for name in names:
+        cm = load_case_model(name)
+        entry: dict[str, Any] = {
+            "probability": None,
+            "positive": cm.positive,
+            "model": cm.name,
+            "version": cm.version,
+            "validation": cm.raw.get("metrics", {}),
+            "intended_use": cm.raw.get("intended_use", ""),
+        }
+        if card is None or cm.depends_on.get("sha256") != card.sha256:
+            used = f"{card.name} {card.sha256[:12]}" if card is not None else "an uncarded model"
+            entry["status"] = (
+                f"not computed: {cm.name} was fitted on {cm.depends_on.get('name')} "
+                f"{cm.depends_on.get('sha256', '')[:12]}, this run used {used}"
+            )
+        elif not preds:
+            entry["status"] = "not computed: no cells"
+        else:
+            probs = np.array([p.probabilities for p in preds])
+            lo, hi = cm.predict_interval(probs)
+            push = cell_contributions(cm, probs)
+            top = [int(i) for i in np.argsort(-push)[:12] if push[i] > 0]
+            dist = cm.distance(probs)
+            entry.update(
+                probability=round(cm.predict(probs), 4),
+                applicable=bool(not dist > cm.ood_threshold),
+                distance=round(dist, 2) if np.isfinite(dist) else None,
+                distance_threshold=round(cm.ood_threshold, 2) if np.isfinite(cm.ood_threshold) else None,
+                ci95=[round(lo, 4), round(hi, 4)],
+                ci_method="bootstrap over the case's cells (counting noise; not model uncertainty)",
+                evidence_cells=[preds[i].source for i in top],
+                top_features=[[n, round(v, 3)] for n, v in cm.contributions(probs)],
+                status="ok",
+            )
+        out[cm.target] = entry
+    return out
 
 
 def run_case(
@@ -148,7 +200,8 @@ def run_case(
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
     diff = differential(preds, model.classes)
-    sug = suggest(diff, preds, config.rules)
+    scores = case_scores(config.case_models, model, preds)
+    sug = suggest(diff, preds, config.rules, scores)
     card = getattr(model, "card", None)
     model_info = (
         {"name": card.name, "version": card.version, "sha256": card.sha256, "card": card.card_path}
@@ -164,6 +217,7 @@ def run_case(
         skipped=skipped,
         differential=diff,
         suggestion=sug,
+        case_scores=scores,
         thumbnails=thumbs,
         model=model_info,
         config=config,

@@ -3,13 +3,22 @@
 Rules are checked in order; the first that fires is returned with its evidence cells (the most
 confident cells of the class that triggered it).
 
-1. too_few_cells: fewer than ``min_wbc`` white cells classified: no suggestion.
-2. apl_suspected (urgent): promyelocytes ≥ ``apl_promyelocyte_pct`` % of white cells and at
-   least ``apl_min_cells`` of them. In APL the abnormal promyelocytes are blast equivalents and
-   the 20% threshold does not apply (WHO 2022 / ICC 2022: APL with PML::RARA).
-3. acute_leukemia_suspected: blasts + promonocytes ≥ 20% of white cells (WHO/ICC threshold).
-4. blasts_increased: blasts + promonocytes ≥ 5% (review smear; consider marrow).
-5. no_leukemic_pattern.
+1. too_few_cells: fewer than ``min_wbc`` white cells classified: no suggestion ("insufficient cells").
+2. apl_suspected (urgent): either the learned patient-level APL-vs-AML score (``case_scores``,
+   model ``leukomorph-apl``) is ≥ ``apl_score_threshold``, or promyelocytes are ≥
+   ``apl_promyelocyte_pct`` % of white cells with at least ``apl_min_cells`` of them. In APL the
+   abnormal promyelocytes are blast equivalents and the 20% threshold does not apply (WHO 5th ed.
+   / ICC 2022: APL with PML::RARA). Evidence: the cells that raise the score most, or the
+   promyelocytes.
+3. acute_leukemia_suspected: blasts + promonocytes ≥ 20% of white cells and the 95% interval
+   above 20% (WHO 5th ed. / ICC threshold for AML and ALL).
+4. acute_leukemia_uncertain: blasts + promonocytes ≥ ``uncertain_low_pct`` % and the 95% interval
+   contains 20%: neither answer is supported; the suggestion says how many more cells would settle it.
+5. blasts_increased: blasts + promonocytes ≥ 5% (review smear; consider marrow).
+6. no_leukemic_pattern.
+
+Every result carries ``details.blast_thresholds`` (status, posterior probability above, cells
+still needed at 10% and 20%) and the case scores it used.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from dataclasses import dataclass
 
 from ..records import CellPrediction, Differential, Suggestion
 from ..taxonomy import BLAST_EQUIVALENT
+from .counting import threshold_report
 
 __all__ = ["RULES_VERSION", "RuleConfig", "suggest"]
 
-RULES_VERSION = "1.0"
+RULES_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class RuleConfig:
     apl_min_cells: int = 3
     acute_blast_pct: float = 20.0
     increased_blast_pct: float = 5.0
+    uncertain_low_pct: float = 10.0
+    apl_score_threshold: float = 0.5
     n_evidence: int = 12
 
 
@@ -40,9 +52,16 @@ def _evidence(preds: Sequence[CellPrediction], classes: set[str], n: int) -> tup
     return tuple(p.source for p in hits[:n])
 
 
-def suggest(diff: Differential, preds: Sequence[CellPrediction], cfg: RuleConfig = RuleConfig()) -> Suggestion:
+def suggest(
+    diff: Differential,
+    preds: Sequence[CellPrediction],
+    cfg: RuleConfig = RuleConfig(),
+    case_scores: dict | None = None,
+) -> Suggestion:
     by_name = {c.name: c for c in diff.counts}
     pro = by_name.get("promyelocyte")
+    apl = (case_scores or {}).get("apl_vs_aml") or {}
+    apl_p = apl.get("probability") if apl.get("applicable", True) else None
     details = {
         "rules_version": RULES_VERSION,
         "wbc_counted": diff.wbc_denominator,
@@ -50,7 +69,11 @@ def suggest(diff: Differential, preds: Sequence[CellPrediction], cfg: RuleConfig
         "blast_ci95": [round(v, 2) for v in diff.blast_ci],
         "promyelocyte_percent": round(pro.percent, 2) if pro else 0.0,
         "thresholds": cfg.__dict__,
+        "blast_thresholds": threshold_report(diff.blast_count, diff.wbc_denominator),
+        "apl_vs_aml_probability": apl.get("probability"),
+        "apl_vs_aml_used": apl_p is not None,
     }
+    need20 = next(t for t in details["blast_thresholds"] if t["threshold_percent"] == 20.0)
     if diff.wbc_denominator < cfg.min_wbc:
         return Suggestion(
             "too_few_cells",
@@ -59,6 +82,20 @@ def suggest(diff: Differential, preds: Sequence[CellPrediction], cfg: RuleConfig
             f"wbc < {cfg.min_wbc}",
             False,
             (),
+            details,
+        )
+    if apl_p is not None and apl_p >= cfg.apl_score_threshold:
+        ci = apl.get("ci95") or [float("nan"), float("nan")]
+        return Suggestion(
+            "apl_suspected",
+            f"APL suspected — URGENT: the patient-level APL pattern score is {apl_p:.2f} "
+            f"(95% interval over cell resampling {ci[0]:.2f}-{ci[1]:.2f}; model {apl.get('model')}). Review for "
+            "abnormal promyelocytes (Auer rods, faggot cells, bilobed nuclei); request PML::RARA testing and a "
+            "coagulation screen now.",
+            f"apl_vs_aml score >= {cfg.apl_score_threshold}",
+            True,
+            tuple(apl.get("evidence_cells", ()))[: cfg.n_evidence]
+            or _evidence(preds, {"promyelocyte"}, cfg.n_evidence),
             details,
         )
     if pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct:
@@ -73,13 +110,31 @@ def suggest(diff: Differential, preds: Sequence[CellPrediction], cfg: RuleConfig
             details,
         )
     lo, hi = diff.blast_ci
-    if diff.blast_percent >= cfg.acute_blast_pct:
+    prob20 = need20["probability_above"]
+    if diff.blast_percent >= cfg.acute_blast_pct and need20["status"] == "above":
         return Suggestion(
             "acute_leukemia_suspected",
             f"Acute leukemia suspected: blasts and blast equivalents {diff.blast_percent:.1f}% of white cells "
-            f"(95% CI {lo:.1f}-{hi:.1f}%, threshold {cfg.acute_blast_pct:g}%). Confirm morphology; flow "
-            "cytometry for lineage.",
-            f"blast equivalents >= {cfg.acute_blast_pct}%",
+            f"(95% CI {lo:.1f}-{hi:.1f}%, threshold {cfg.acute_blast_pct:g}%; probability above the threshold "
+            f"{prob20:.1%}). Confirm morphology; flow cytometry for lineage.",
+            f"blast equivalents >= {cfg.acute_blast_pct}% with the 95% CI above it",
+            False,
+            _evidence(preds, set(BLAST_EQUIVALENT), cfg.n_evidence),
+            details,
+        )
+    if diff.blast_percent >= cfg.uncertain_low_pct and need20["status"] == "undecided":
+        more = need20["additional_cells_needed"]
+        how = (
+            f"counting about {more} more white cells would settle it if the proportion held"
+            if more
+            else "the estimate sits on the threshold; count more cells and review the smear"
+        )
+        return Suggestion(
+            "acute_leukemia_uncertain",
+            f"Uncertain: blasts and blast equivalents {diff.blast_percent:.1f}% of white cells "
+            f"(95% CI {lo:.1f}-{hi:.1f}%) — the interval contains the {cfg.acute_blast_pct:g}% threshold "
+            f"(probability above it {prob20:.1%}); {how}.",
+            f"blast equivalents >= {cfg.uncertain_low_pct}% and 95% CI containing {cfg.acute_blast_pct}%",
             False,
             _evidence(preds, set(BLAST_EQUIVALENT), cfg.n_evidence),
             details,

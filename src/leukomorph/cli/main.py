@@ -166,7 +166,12 @@ def models() -> None:
 
     t = Table("name", "version", "task", "input", "sha256")
     for c in list_cards():
-        t.add_row(c.name, c.version, c.task, f"{c.input_size}px {c.input.get('dtype', '')}", c.sha256[:16])
+        desc = (
+            f"{c.input_size}px {c.input.get('dtype', '')}"
+            if "size" in c.input
+            else f"{c.input.get('features', '')} of {c.raw.get('depends_on', {}).get('name', '?')}"
+        )
+        t.add_row(c.name, c.version, c.task, desc, c.sha256[:16])
     Console().print(t)
 
 

@@ -20,10 +20,12 @@ from ..errors import ModelError, ModelIntegrityError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CLASSIFIER", "ModelCard", "get_card", "list_cards", "load_classifier"]
+__all__ = ["DEFAULT_CASE_MODEL", "DEFAULT_CLASSIFIER", "ModelCard", "get_card", "list_cards", "load_classifier"]
 
 #: Name of the bundled default cell classifier.
 DEFAULT_CLASSIFIER = "leukomorph-cell"
+#: Name of the bundled patient-level APL-vs-AML model (fitted on DEFAULT_CLASSIFIER's probabilities).
+DEFAULT_CASE_MODEL = "leukomorph-apl"
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ def _results_dict(result) -> dict:
             "rule": _review_rule(result),
             "conformal": result.model.get("conformal"),
         },
+        "case_scores": result.case_scores,
+        "blast_thresholds": result.suggestion.details.get("blast_thresholds", []),
         "blast_percent": round(d.blast_percent, 2),
         "blast_ci95": [round(v, 2) for v in d.blast_ci],
         "blast_count": d.blast_count,

@@ -1,0 +1,160 @@
+"""Learned patient-level scores (e.g. APL vs non-APL AML) from a case's cell probabilities.
+
+Pure core: the feature map and a logistic model evaluated with numpy (no scikit-learn or torch at
+inference). A case model is tied to the cell classifier whose probabilities it was fitted on: the
+card names that model's sha256, and a mismatch is reported, never silently scored.
+
+Features (``log_frac_meanp_v1``), for each taxonomy class c: log(fraction of the case's cells
+predicted as c + 0.01) and log(mean probability of c over the case's cells + 0.01).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, ModelIntegrityError
+
+__all__ = [
+    "FEATURE_SET",
+    "CaseModel",
+    "case_feature_names",
+    "case_features",
+    "cell_contributions",
+    "load_case_model",
+    "save_case_model_params",
+]
+
+FEATURE_SET = "log_frac_meanp_v1"
+_EPS = 0.01
+
+
+def case_feature_names(classes: tuple[str, ...]) -> list[str]:
+    return [f"log_frac_{c}" for c in classes] + [f"log_mean_p_{c}" for c in classes]
+
+
+def case_features(probs: np.ndarray) -> np.ndarray:
+    """Feature vector of one case from its (N, K) cell probabilities (N ≥ 1)."""
+    probs = np.asarray(probs, float)
+    k = probs.shape[1]
+    frac = np.bincount(probs.argmax(1), minlength=k) / len(probs)
+    return np.concatenate([np.log(frac + _EPS), np.log(probs.mean(0) + _EPS)])
+
+
+@dataclass(frozen=True)
+class CaseModel:
+    name: str
+    version: str
+    target: str
+    positive: str
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    depends_on: dict[str, str]
+    card_path: str
+    #: applicability check: Mahalanobis distance (Ledoit-Wolf) of the standardised features to the
+    #: training patients; cases beyond ``ood_threshold`` are unlike anything the model was fitted on
+    ood_location: np.ndarray | None = None
+    ood_precision: np.ndarray | None = None
+    ood_threshold: float = float("inf")
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def predict(self, probs: np.ndarray) -> float:
+        """Probability of the positive class for one case's (N, K) cell probabilities."""
+        z = (case_features(probs) - self.mean) / self.scale
+        return float(1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept))))
+
+    def distance(self, probs: np.ndarray) -> float:
+        """Squared Mahalanobis distance of the case to the training patients (NaN without the check)."""
+        if self.ood_location is None or self.ood_precision is None:
+            return float("nan")
+        d = (case_features(probs) - self.mean) / self.scale - self.ood_location
+        return float(d @ self.ood_precision @ d)
+
+    def predict_interval(self, probs: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
+        """95% interval of the score over bootstrap resamples of the case's cells (counting noise only)."""
+        probs = np.asarray(probs, float)
+        rng = np.random.default_rng(seed)
+        vals = [self.predict(probs[rng.integers(0, len(probs), len(probs))]) for _ in range(n_boot)]
+        return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+    def contributions(self, probs: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
+        """The features that push this case's score most (standardised value × coefficient)."""
+        z = (case_features(probs) - self.mean) / self.scale * self.coef
+        names = case_feature_names(self.classes)
+        order = np.argsort(-np.abs(z))[:top]
+        return [(names[i], float(z[i])) for i in order]
+
+
+def load_case_model(name_or_path: str) -> CaseModel:
+    """Load and verify a case model (card JSON + ``.npz`` parameters) by registry name or card path."""
+    from ..models.registry import get_card
+
+    card = get_card(name_or_path)
+    if card.task != "case-classification":
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a case model")
+    path = card.weights_path
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: parameter file of model {card.name!r} is missing")
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if h != card.sha256:
+        raise ModelIntegrityError(f"{path}: sha256 {h} does not match card {card.card_path}; refusing to load")
+    if card.input.get("features") != FEATURE_SET:
+        raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
+    with np.load(path) as z:
+        params = {k: z[k] for k in z.files}
+    return CaseModel(
+        name=card.name,
+        version=card.version,
+        target=card.raw["target"],
+        positive=card.raw["positive"],
+        classes=tuple(card.input["cell_classes"]),
+        mean=params["mean"],
+        scale=params["scale"],
+        coef=params["coef"],
+        intercept=float(params["intercept"]),
+        ood_location=params.get("ood_location"),
+        ood_precision=params.get("ood_precision"),
+        ood_threshold=float(params["ood_threshold"]) if "ood_threshold" in params else float("inf"),
+        depends_on=dict(card.raw["depends_on"]),
+        card_path=card.card_path,
+        raw=card.raw,
+    )
+
+
+def save_case_model_params(path: str | os.PathLike[str], mean, scale, coef, intercept, **extra) -> str:
+    """Write the parameter file; return its sha256."""
+    p = Path(path)
+    with p.open("wb") as fh:
+        np.savez(
+            fh,
+            mean=np.asarray(mean, float),
+            scale=np.asarray(scale, float),
+            coef=np.asarray(coef, float),
+            intercept=np.asarray(float(intercept)),
+            **{k: np.asarray(v, float) for k, v in extra.items()},
+        )
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def cell_contributions(model: CaseModel, probs: np.ndarray) -> np.ndarray:
+    """Per-cell push on the case's logit (first-order): which cells raise the score most.
+
+    The derivative of the logit with respect to one cell's probability vector, times that vector,
+    divided by the number of cells; the fraction features contribute through the cell's top class.
+    """
+    probs = np.asarray(probs, float)
+    n, k = probs.shape
+    w = model.coef / model.scale
+    frac = np.bincount(probs.argmax(1), minlength=k) / n
+    meanp = probs.mean(0)
+    g_frac = w[:k] / (frac + _EPS)
+    g_mean = w[k:] / (meanp + _EPS)
+    return (probs @ g_mean + g_frac[probs.argmax(1)]) / n
