@@ -3,7 +3,12 @@
 Usage: python benchmarks/patients.py
 Builds one case per held-out test patient (all of that patient's crops, labelled or not, linked
 into a temporary folder), runs `leukomorph analyze --per-folder`, and prints each patient's
-molecular diagnosis beside the blast %, promyelocyte % and the suggestion that fired.
+molecular diagnosis beside the blast %, promyelocyte %, the learned APL score
+(`case_scores.apl_vs_aml.probability`) and the suggestion that fired. Then APL vs AML at patient
+level: the card's held-out estimate (these patients scored by a case model fitted without them;
+the bundled case model was fitted on all 82 patients, so its scores printed above are in-sample
+for the case model) and the card's patient-level cross-validation, each beside the
+promyelocyte-fraction baseline.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from leukomorph.data import data_root
-from leukomorph.models import DEFAULT_CLASSIFIER, get_card
+from leukomorph.models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, get_card
 
 
 def main() -> None:
@@ -36,8 +41,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", str(cases), "--per-folder", "--out", str(out)]
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"model {card.name} ({card.sha256[:12]}), {len(test)} held-out DeepAPL patients\n")
-        print("| patient | diagnosis | cells | blast % (95% CI) | promyelocyte % | suggestion |")
-        print("|---|---|---:|---:|---:|---|")
+        print("| patient | diagnosis | cells | blast % (95% CI) | promyelocyte % | APL score | suggestion |")
+        print("|---|---|---:|---:|---:|---:|---|")
         flagged = {"APL": [0, 0], "AML": [0, 0]}
         for p in sorted(test):
             r = json.loads((out / p / "results.json").read_text())
@@ -45,13 +50,31 @@ def main() -> None:
             lo, hi = r["blast_ci95"]
             code = r["suggestion"]["code"]
             blast = f"{r['blast_percent']:.1f} ({lo:.1f}-{hi:.1f})"
-            print(f"| {p} | {dx[p]} | {r['n_classified']} | {blast} | {pro:.1f} | {code} |")
+            apl = r["case_scores"]["apl_vs_aml"]["probability"]
+            print(f"| {p} | {dx[p]} | {r['n_classified']} | {blast} | {pro:.1f} | {apl:.2f} | {code} |")
             flagged[dx[p]][0] += code == "apl_suspected"
             flagged[dx[p]][1] += 1
         print(
             f"\nAPL flag raised: {flagged['APL'][0]}/{flagged['APL'][1]} APL patients, "
             f"{flagged['AML'][0]}/{flagged['AML'][1]} non-APL AML patients"
         )
+    case = get_card(DEFAULT_CASE_MODEL).raw
+    held = case["metrics"]["held_out_cell_model_test_patients"]
+    cv = case["metrics"]["cross_validation"]
+    print(f"\nAPL vs AML, patient level ({case['name']} on {case['depends_on']['name']}):\n")
+    print("| estimate | patients (APL) | AUROC (95% CI) | Brier | promyelocyte-fraction AUROC |")
+    print("|---|---|---|---|---|")
+    if held:
+        print(
+            f"| held-out patients, case model fitted without them | {held['patients']} ({held['apl']}) | "
+            f"{held['auroc']:.3f} ({held['auroc_ci95'][0]:.3f}-{held['auroc_ci95'][1]:.3f}) | {held['brier']:.3f} | "
+            f"{held['baseline_promyelocyte_fraction_auroc']:.3f} |"
+        )
+    print(
+        f"| {cv['method']} | 82 (22) | {cv['auroc_mean_over_repeats']:.3f} "
+        f"({cv['auroc_ci95'][0]:.3f}-{cv['auroc_ci95'][1]:.3f}) | {cv['brier']:.3f} | "
+        f"{cv['baseline_promyelocyte_fraction_auroc']:.3f} ({cv['baseline_ci95'][0]:.3f}-{cv['baseline_ci95'][1]:.3f}) |"
+    )
 
 
 if __name__ == "__main__":

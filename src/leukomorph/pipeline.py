@@ -21,6 +21,7 @@ from .aggregate.case_model import cell_contributions, load_case_model
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
 from .errors import ImageReadError
+from .explain import occlusion_map, overlay
 from .io import read_image
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
@@ -44,6 +45,8 @@ class AnalyzeConfig:
     tta: str | None = None
     #: attach the model card's conformal prediction sets (review_flag also uses them)
     conformal: bool = True
+    #: occlusion saliency maps for the suggestion's evidence cells (shown in the report)
+    saliency: bool = True
     #: learned patient-level models to score the case with (registry names or card paths)
     case_models: tuple[str, ...] = (DEFAULT_CASE_MODEL,)
 
@@ -72,6 +75,8 @@ class CaseResult:
     versions: dict[str, str]
     #: learned patient-level scores keyed by target (see :func:`case_scores`)
     case_scores: dict[str, dict] = field(default_factory=dict)
+    #: occlusion-saliency overlays (RGB uint8 at the model's input size) of the evidence cells
+    saliency: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -108,6 +113,18 @@ def _versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "platform": platform.platform(),
     }
+
+
+def _saliency(model, sources: Sequence[str], by_src: dict[str, CellPrediction]) -> dict[str, np.ndarray]:
+    out = {}
+    for s in sources:
+        try:
+            crop = read_image(s).pixels
+        except ImageReadError as exc:  # changed on disk since it was classified
+            log.warning("no saliency for %s: %s", s, exc.reason)
+            continue
+        out[s] = overlay(crop, occlusion_map(model, crop, by_src[s].index))
+    return out
 
 
 def case_scores(names: Sequence[str], cell_model, preds: Sequence[CellPrediction]) -> dict[str, dict]:
@@ -202,6 +219,9 @@ def run_case(
     diff = differential(preds, model.classes)
     scores = case_scores(config.case_models, model, preds)
     sug = suggest(diff, preds, config.rules, scores)
+    t_sal = time.perf_counter()
+    sal = _saliency(model, sug.evidence, {p.source: p for p in preds}) if config.saliency else {}
+    t_sal = time.perf_counter() - t_sal
     card = getattr(model, "card", None)
     model_info = (
         {"name": card.name, "version": card.version, "sha256": card.sha256, "card": card.card_path}
@@ -218,9 +238,15 @@ def run_case(
         differential=diff,
         suggestion=sug,
         case_scores=scores,
+        saliency=sal,
         thumbnails=thumbs,
         model=model_info,
         config=config,
-        timings={"load_model_s": t_load, "classify_s": t_classify, "total_s": time.perf_counter() - t0},
+        timings={
+            "load_model_s": t_load,
+            "classify_s": t_classify,
+            "saliency_s": t_sal,
+            "total_s": time.perf_counter() - t0,
+        },
         versions=_versions(),
     )

@@ -6,7 +6,9 @@ confident cells of the class that triggered it).
 1. too_few_cells: fewer than ``min_wbc`` white cells classified: no suggestion ("insufficient cells").
 2. apl_suspected (urgent): either the learned patient-level APL-vs-AML score (``case_scores``,
    model ``leukomorph-apl``) is ≥ ``apl_score_threshold``, or promyelocytes are ≥
-   ``apl_promyelocyte_pct`` % of white cells with at least ``apl_min_cells`` of them. In APL the
+   ``apl_promyelocyte_pct`` % of white cells with at least ``apl_min_cells`` of them (used only when
+   no applicable score exists: on DeepAPL the count separates APL from AML barely better than
+   chance, the learned score far better). In APL the
    abnormal promyelocytes are blast equivalents and the 20% threshold does not apply (WHO 5th ed.
    / ICC 2022: APL with PML::RARA). Evidence: the cells that raise the score most, or the
    promyelocytes.
@@ -98,7 +100,7 @@ def suggest(
             or _evidence(preds, {"promyelocyte"}, cfg.n_evidence),
             details,
         )
-    if pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct:
+    if apl_p is None and pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct:
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: promyelocytes {pro.percent:.1f}% of white cells "

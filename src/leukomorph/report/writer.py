@@ -230,6 +230,7 @@ def render_html(result, results: dict) -> str:
             "path": s,
             "conf": by_src[s].confidence,
             "cls": by_src[s].predicted_class,
+            "sal": _png_b64(result.saliency[s]) if s in result.saliency else "",
         }
         for s in result.suggestion.evidence
     ]

@@ -1,0 +1,148 @@
+"""Counting statistics, rules 1.1, the learned case model and saliency."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from leukomorph.aggregate import differential, suggest
+from leukomorph.aggregate.case_model import (
+    case_features,
+    cell_contributions,
+    load_case_model,
+    save_case_model_params,
+)
+from leukomorph.aggregate.counting import cells_to_decide, prob_above, threshold_report
+from leukomorph.aggregate.differential import wilson_interval
+from leukomorph.errors import ModelIntegrityError
+from leukomorph.explain import occlusion_map, overlay
+from leukomorph.models.backends.fake import FakeClassifier
+from leukomorph.pipeline import case_scores
+from leukomorph.records import CellPrediction
+from leukomorph.taxonomy import CLASSES
+
+
+def _cells(counts):
+    out = []
+    for name, n in counts.items():
+        p = [0.0] * len(CLASSES)
+        p[CLASSES.index(name)] = 1.0
+        out += [CellPrediction(f"{name}{i}.png", tuple(p), CLASSES) for i in range(n)]
+    return out
+
+
+def test_adaptive_counting_reaches_a_decision():
+    # 25/100 blasts: 95% CI 17.6-34.3% contains 20%
+    assert cells_to_decide(25, 100, 20) > 0
+    more = cells_to_decide(25, 100, 20)
+    lo, _ = wilson_interval(round(0.25 * (100 + more)), 100 + more)
+    assert lo > 0.20
+    lo_before, _ = wilson_interval(round(0.25 * (99 + more)), 99 + more)
+    assert lo_before <= 0.20  # minimal
+    assert cells_to_decide(60, 100, 20) == 0 and cells_to_decide(2, 100, 20) == 0
+    assert cells_to_decide(20, 100, 20) is None  # exactly at the threshold
+    assert prob_above(60, 100, 20) > 0.999 and prob_above(2, 100, 20) < 0.001
+    rep = threshold_report(25, 100)
+    assert [r["status"] for r in rep] == ["above", "undecided"]
+
+
+def test_uncertain_outcome_instead_of_a_forced_answer():
+    preds = _cells({"blast": 25, "lymphocyte": 75})
+    s = suggest(differential(preds), preds)
+    assert s.code == "acute_leukemia_uncertain" and not s.urgent and s.evidence
+    assert "more white cells" in s.text
+    preds = _cells({"blast": 60, "lymphocyte": 40})
+    assert suggest(differential(preds), preds).code == "acute_leukemia_suspected"
+    preds = _cells({"blast": 3, "lymphocyte": 10})
+    assert suggest(differential(preds), preds).code == "too_few_cells"
+
+
+def test_apl_by_case_score_is_urgent_with_evidence_and_respects_applicability():
+    preds = _cells({"blast": 5, "lymphocyte": 95})
+    diff = differential(preds)
+    score = {"apl_vs_aml": {"probability": 0.8, "ci95": [0.6, 0.9], "model": "m", "evidence_cells": ["blast0.png"]}}
+    s = suggest(diff, preds, case_scores=score)
+    assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast0.png",)
+    score["apl_vs_aml"]["applicable"] = False
+    assert suggest(diff, preds, case_scores=score).code != "apl_suspected"
+    score["apl_vs_aml"].update(applicable=True, probability=0.2)
+    assert suggest(diff, preds, case_scores=score).code != "apl_suspected"
+
+
+@pytest.fixture
+def tiny_case_model(tmp_path):
+    k = len(CLASSES)
+    coef = np.zeros(2 * k)
+    coef[k + CLASSES.index("promyelocyte")] = 2.0  # mean p(promyelocyte) drives the score
+    sha = save_case_model_params(tmp_path / "m.npz", np.zeros(2 * k), np.ones(2 * k), coef, 0.0)
+    card = {
+        "name": "tiny-apl",
+        "version": "0",
+        "task": "case-classification",
+        "target": "apl_vs_aml",
+        "positive": "APL",
+        "file": "m.npz",
+        "sha256": sha,
+        "classes": ["AML", "APL"],
+        "input": {"features": "log_frac_meanp_v1", "cell_classes": list(CLASSES)},
+        "depends_on": {"name": "fake", "sha256": "abc"},
+    }
+    (tmp_path / "tiny-apl.json").write_text(json.dumps(card))
+    return tmp_path / "tiny-apl.json"
+
+
+def test_case_model_scores_checks_hash_and_cell_model(tiny_case_model):
+    cm = load_case_model(str(tiny_case_model))
+    pro = np.array([_cells({"promyelocyte": 1})[0].probabilities] * 5)
+    lym = np.array([_cells({"lymphocyte": 1})[0].probabilities] * 5)
+    assert cm.predict(pro) > 0.5 > cm.predict(lym)
+    mixed = np.concatenate([pro, lym])
+    push = cell_contributions(cm, mixed)
+    assert push[:5].min() > push[5:].max()  # promyelocytes raise the score
+    assert case_features(mixed).shape == (2 * len(CLASSES),)
+    # the case model was fitted on another cell model: reported, not applied
+    model = FakeClassifier()
+    entry = case_scores([str(tiny_case_model)], model, _cells({"lymphocyte": 3}))["apl_vs_aml"]
+    assert entry["probability"] is None and entry["status"].startswith("not computed")
+    # tampered parameters are refused
+    npz = tiny_case_model.parent / "m.npz"
+    npz.write_bytes(npz.read_bytes() + b"x")
+    with pytest.raises(ModelIntegrityError):
+        load_case_model(str(tiny_case_model))
+
+
+def test_bundled_case_model_matches_bundled_cell_model():
+    from leukomorph.models import get_card
+
+    cm = load_case_model("leukomorph-apl")
+    assert cm.depends_on["sha256"] == get_card("leukomorph-cell").sha256
+    assert np.isfinite(cm.ood_threshold)
+
+
+def test_occlusion_saliency_shape_and_range():
+    model = FakeClassifier(size=32)
+    crop = np.full((64, 64, 3), 200, np.uint8)
+    crop[20:44, 20:44] = (40, 40, 40)
+    heat = occlusion_map(model, crop, grid=4)
+    assert heat.shape == (32, 32) and 0 <= heat.min() and heat.max() <= 1
+    assert overlay(crop, heat).shape == (32, 32, 3)
+
+
+def test_analyze_results_have_case_scores_and_counting(sample_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from leukomorph.cli.main import app
+
+    src = tmp_path / "in"
+    shutil.copytree(sample_dir, src)
+    r = CliRunner().invoke(app, ["analyze", str(src), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    apl = res["case_scores"]["apl_vs_aml"]
+    assert 0 <= apl["probability"] <= 1 and apl["model"] == "leukomorph-apl"
+    # healthy-donor crops are unlike the AML/APL training patients: score shown, not used
+    assert apl["applicable"] is False and res["suggestion"]["code"] != "apl_suspected"
+    assert {t["threshold_percent"] for t in res["blast_thresholds"]} == {10.0, 20.0}
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Counting statistics" in html and "Patient-level scores" in html
