@@ -73,7 +73,8 @@ def main() -> None:
     print(
         f"| {cv['method']} | 82 (22) | {cv['auroc_mean_over_repeats']:.3f} "
         f"({cv['auroc_ci95'][0]:.3f}-{cv['auroc_ci95'][1]:.3f}) | {cv['brier']:.3f} | "
-        f"{cv['baseline_promyelocyte_fraction_auroc']:.3f} ({cv['baseline_ci95'][0]:.3f}-{cv['baseline_ci95'][1]:.3f}) |"
+        f"{cv['baseline_promyelocyte_fraction_auroc']:.3f} "
+        f"({cv['baseline_ci95'][0]:.3f}-{cv['baseline_ci95'][1]:.3f}) |"
     )
 
 
