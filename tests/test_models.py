@@ -93,3 +93,37 @@ def test_shipped_card_is_strict_json():
     text = get_card(DEFAULT_CLASSIFIER).weights_path.with_name(f"{DEFAULT_CLASSIFIER}.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
     assert jsonio.dumps({"a": float("nan"), "b": [float("inf"), 1.5]}, indent=None) == '{"a": null, "b": [null, 1.5]}'
+
+
+def test_ensemble_card_loads_verified_members(tmp_path):
+    import json
+
+    import numpy as np
+    import pytest
+
+    from leukomorph.errors import ModelIntegrityError
+    from leukomorph.models import get_card, load_classifier
+    from leukomorph.models.registry import ensemble_sha256
+
+    base = get_card("leukomorph-cell")
+    members = [{"model": "leukomorph-cell", "sha256": base.sha256, "weight": w} for w in (1.0, 3.0)]
+    card = {
+        "name": "ens",
+        "version": "0",
+        "task": "cell-classification",
+        "file": "",
+        "sha256": ensemble_sha256([m["sha256"] for m in members]),
+        "classes": list(base.classes),
+        "input": dict(base.input),
+        "ensemble": {"members": members},
+    }
+    path = tmp_path / "ens.json"
+    path.write_text(json.dumps(card))
+    ens = load_classifier(str(path))
+    single = load_classifier("leukomorph-cell")
+    x = np.random.default_rng(0).integers(0, 255, (2, base.input_size, base.input_size, 3), dtype=np.uint8)
+    assert np.allclose(ens.predict(x), single.predict(x), atol=1e-5)
+    card["ensemble"]["members"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError):
+        load_classifier(str(path))

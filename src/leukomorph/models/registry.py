@@ -20,7 +20,15 @@ from ..errors import ModelError, ModelIntegrityError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CASE_MODEL", "DEFAULT_CLASSIFIER", "ModelCard", "get_card", "list_cards", "load_classifier"]
+__all__ = [
+    "DEFAULT_CASE_MODEL",
+    "DEFAULT_CLASSIFIER",
+    "ModelCard",
+    "ensemble_sha256",
+    "get_card",
+    "list_cards",
+    "load_classifier",
+]
 
 #: Name of the bundled default cell classifier.
 DEFAULT_CLASSIFIER = "leukomorph-cell"
@@ -47,6 +55,10 @@ class ModelCard:
     @property
     def input_size(self) -> int:
         return int(self.input["size"])
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.raw.get("ensemble"))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ModelCard:
@@ -90,6 +102,11 @@ def get_card(name_or_path: str) -> ModelCard:
     raise ModelNotFoundError(f"no model named {name_or_path!r} (bundled: {names})")
 
 
+def ensemble_sha256(member_sha256s: list[str]) -> str:
+    """The identity of an ensemble: sha256 over its members' sha256 values, in order."""
+    return hashlib.sha256("\n".join(member_sha256s).encode()).hexdigest()
+
+
 def verify(card: ModelCard) -> Path:
     """Return the weight path after checking it exists and matches the card's sha256."""
     path = card.weights_path
@@ -110,4 +127,24 @@ def load_classifier(name_or_path: str = DEFAULT_CLASSIFIER, threads: int | None 
     card = get_card(name_or_path)
     if card.task != "cell-classification":
         raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a cell classifier")
+    ens = card.raw.get("ensemble")
+    if ens:
+        from .backends.ensemble import EnsembleClassifier
+
+        members = []
+        for m in ens["members"]:
+            ref = m["model"]
+            if (ref.endswith(".json") or os.sep in ref) and not os.path.isabs(ref):
+                ref = str(Path(card.card_path).parent / ref)
+            mc = get_card(ref)
+            if mc.sha256 != m["sha256"]:
+                raise ModelIntegrityError(
+                    f"ensemble {card.name!r}: member {mc.name!r} has sha256 {mc.sha256}, card expects {m['sha256']}"
+                )
+            if mc.raw.get("ensemble"):
+                raise ModelError(f"ensemble {card.name!r}: member {mc.name!r} is itself an ensemble")
+            members.append(load_classifier(mc.card_path, threads=threads))
+        if ensemble_sha256([m["sha256"] for m in ens["members"]]) != card.sha256:
+            raise ModelIntegrityError(f"ensemble {card.name!r}: sha256 does not match its member list")
+        return EnsembleClassifier(card, members, [float(m.get("weight", 1.0)) for m in ens["members"]])
     return OnnxClassifier(card, verify(card), threads=threads)
