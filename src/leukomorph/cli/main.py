@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import jsonio
-from ..errors import ConfigError, LeukoMorphError, ModelError, OutputExistsError
+from ..errors import ConfigError, ImageReadError, LeukoMorphError, ModelError, OutputExistsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LeukoMorph: leukemia morphology decision support.")
 console = Console(stderr=True, soft_wrap=True)
@@ -157,6 +157,88 @@ def analyze(
         console.print(f"report: {written['report.html']}")
         if result.skipped:
             code = max(code, EXIT_SKIPPED)
+    raise typer.Exit(code)
+
+
+@app.command()
+def segment(
+    paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns of single-cell crops."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for masks/ and morphometrics.csv."),
+    method: str = typer.Option("model", help="model (the bundled U-Net) or classical (colour + Otsu thresholds)."),
+    model: str = typer.Option("leukomorph-seg", "--model", help="Segmentation model name or card path."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel, for areas in µm²."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace LeukoMorph's output files if present."),
+) -> None:
+    """Nucleus/cytoplasm masks (8-bit PNG: 0 background, 128 cytoplasm, 255 nucleus) and morphometrics per crop."""
+    import csv as _csv
+    import hashlib
+
+    import cv2
+    import numpy as np
+
+    from ..io import expand_inputs, read_image
+    from ..models.registry import load_segmenter
+    from ..segment import MORPHOMETRIC_COLUMNS, classical_labels, morphometrics
+
+    if method not in ("model", "classical"):
+        console.print(f"[red]error:[/red] unknown method {method!r}; choose model or classical")
+        raise typer.Exit(EXIT_USAGE)
+    files = expand_inputs(paths)
+    if not files:
+        console.print("[red]error:[/red] no image files found")
+        raise typer.Exit(EXIT_NO_INPUT)
+    masks_dir = out / "masks"
+    table = out / "morphometrics.csv"
+    if (table.exists() or (masks_dir.exists() and any(masks_dir.iterdir()))) and not overwrite:
+        console.print(f"[red]error:[/red] {out}: has LeukoMorph segmentation outputs (pass --overwrite)")
+        raise typer.Exit(EXIT_EXISTS)
+    try:
+        seg = load_segmenter(model) if method == "model" else None
+    except ModelError as exc:
+        console.print(f"[red]model error:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL) from exc
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    code = EXIT_OK
+    rows = []
+    with _progress() as bar:
+        task = bar.add_task("segment", total=len(files))
+        for f in files:
+            try:
+                img = read_image(f)
+            except ImageReadError as exc:
+                console.print(f"[yellow]skipped[/yellow] {f}: {exc.reason}")
+                rows.append({"path": f, "mask": "", "status": f"error: {exc.reason}"})
+                code = EXIT_SKIPPED
+                bar.advance(task)
+                continue
+            labels = seg.segment(img.pixels) if seg is not None else classical_labels(img.pixels)
+            stem = Path(f).stem
+            name = f"{stem}.png"
+            if name in used:  # same file name in two folders: disambiguate by the path's hash
+                name = f"{stem}-{hashlib.sha1(f.encode()).hexdigest()[:8]}.png"
+            used.add(name)
+            grey = np.choose(labels, [0, 128, 255]).astype(np.uint8)
+            cv2.imwrite(str(masks_dir / name), grey)
+            m = morphometrics(img.pixels, labels, pixel_size)
+            rows.append({"path": f, "mask": f"masks/{name}", "status": "ok", **m})
+            bar.advance(task)
+    with table.open("w", newline="", encoding="utf-8") as fh:
+        w = _csv.DictWriter(fh, ["path", "mask", *MORPHOMETRIC_COLUMNS, "status"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
+    run = {
+        "command": sys.argv,
+        "method": method,
+        "model": None
+        if seg is None
+        else {"name": seg.card.name, "version": seg.card.version, "sha256": seg.card.sha256},
+        "pixel_size_um": pixel_size,
+        "inputs": len(files),
+    }
+    (out / "segment_run.json").write_text(jsonio.dumps(run, indent=2))
+    console.print(f"{sum(r['status'] == 'ok' for r in rows)} masks in {masks_dir}; morphometrics: {table}")
     raise typer.Exit(code)
 
 

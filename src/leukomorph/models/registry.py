@@ -28,6 +28,7 @@ __all__ = [
     "get_card",
     "list_cards",
     "load_classifier",
+    "load_segmenter",
 ]
 
 #: Name of the bundled default cell classifier.
@@ -100,6 +101,16 @@ def get_card(name_or_path: str) -> ModelCard:
             return card
     names = ", ".join(c.name for c in list_cards()) or "none"
     raise ModelNotFoundError(f"no model named {name_or_path!r} (bundled: {names})")
+
+
+def load_segmenter(name_or_path: str = "leukomorph-seg", threads: int | None = None):
+    """Load a verified nucleus/cytoplasm segmentation model (ONNX Runtime backend)."""
+    from ..segment.model import OnnxSegmenter
+
+    card = get_card(name_or_path)
+    if card.task != "segmentation":
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a segmentation model")
+    return OnnxSegmenter.from_file(verify(card), card.input_size, card=card, threads=threads)
 
 
 def ensemble_sha256(member_sha256s: list[str]) -> str:

@@ -1,5 +1,21 @@
-"""White-cell segmentation. ``classical``: colour transform + Otsu threshold (no model needed)."""
+"""White-cell segmentation and morphometrics.
 
-from .classical import nucleus_mask, nucleus_size_fraction
+``classical``: colour transform + Otsu thresholds (no model); ``model``: the learned U-Net through
+ONNX Runtime; ``morphometrics``: measurements from a label image (0 background, 1 cytoplasm,
+2 nucleus); ``metrics``: Dice.
+"""
 
-__all__ = ["nucleus_mask", "nucleus_size_fraction"]
+from .classical import cell_mask, classical_labels, nucleus_mask, nucleus_size_fraction
+from .metrics import dice, dice_scores
+from .morphometrics import MORPHOMETRIC_COLUMNS, morphometrics
+
+__all__ = [
+    "MORPHOMETRIC_COLUMNS",
+    "cell_mask",
+    "classical_labels",
+    "dice",
+    "dice_scores",
+    "morphometrics",
+    "nucleus_mask",
+    "nucleus_size_fraction",
+]

@@ -1,0 +1,67 @@
+"""Learned nucleus/cytoplasm segmentation through ONNX Runtime (no torch at inference)."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+
+__all__ = ["OnnxSegmenter"]
+
+
+class OnnxSegmenter:
+    """Whole crop resized to ``size``×``size`` → per-pixel class → label image at the crop's size."""
+
+    def __init__(self, session, size: int, card=None) -> None:
+        self.session = session
+        self.input_size = size
+        self.card = card
+        self._input = session.get_inputs()[0].name
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], size: int, card=None, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: cannot load ONNX segmentation model ({exc})") from exc
+        return cls(sess, size, card)
+
+    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        s = self.input_size
+        batch = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA) for c in crops])
+        return self.session.run(None, {self._input: batch})[0]
+
+    def segment_many(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        if not crops:
+            return []
+        probs = self.probabilities(crops)
+        out = []
+        for c, p in zip(crops, probs, strict=True):
+            h, w = c.shape[:2]
+            up = cv2.resize(np.ascontiguousarray(p.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+            out.append(_keep_central_cell(up.argmax(2).astype(np.uint8)))
+        return out
+
+    def segment(self, crop: np.ndarray) -> np.ndarray:
+        return self.segment_many([crop])[0]
+
+
+def _keep_central_cell(lab: np.ndarray) -> np.ndarray:
+    """Keep the foreground component nearest the centre (other cells at the crop edge are dropped)."""
+    fg = (lab > 0).astype(np.uint8)
+    n, comp, stats, cent = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 2:
+        return lab
+    h, w = lab.shape
+    d = [((cent[i][0] - w / 2) ** 2 + (cent[i][1] - h / 2) ** 2) if i else np.inf for i in range(n)]
+    keep = int(np.argmin(d))
+    return np.where(comp == keep, lab, 0).astype(np.uint8)

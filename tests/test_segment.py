@@ -1,0 +1,79 @@
+"""Segmentation: classical baseline, Dice, morphometrics, the `segment` command."""
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from leukomorph.cli.main import app
+from leukomorph.segment import classical_labels, dice, dice_scores, morphometrics
+
+
+def _cell(size=120, r_nuc=18, lobes=1):
+    img = np.full((size, size, 3), (235, 200, 200), np.uint8)
+    c = size // 2
+    cv2.circle(img, (c, c), 36, (190, 170, 215), -1)  # pale blue-violet cytoplasm
+    if lobes == 1:
+        cv2.circle(img, (c, c), r_nuc, (90, 40, 140), -1)
+    else:
+        for dx in (-20, 0, 20):
+            cv2.circle(img, (c + dx, c), 8, (90, 40, 140), -1)
+    return img
+
+
+def _truth(size=120, r_nuc=18):
+    lab = np.zeros((size, size), np.uint8)
+    cv2.circle(lab, (size // 2, size // 2), 36, 1, -1)
+    cv2.circle(lab, (size // 2, size // 2), r_nuc, 2, -1)
+    return lab
+
+
+def test_dice():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0 and dice(a & False, a & False) == 1.0
+    s = dice_scores(_truth(), _truth())
+    assert s == {"nucleus": 1.0, "cell": 1.0, "cytoplasm": 1.0}
+
+
+def test_classical_segmentation_on_a_synthetic_cell():
+    s = dice_scores(classical_labels(_cell()), _truth())
+    assert s["nucleus"] > 0.9 and s["cell"] > 0.9
+
+
+def test_morphometrics_values():
+    lab = _truth()
+    m = morphometrics(_cell(), lab, pixel_size_um=0.5)
+    assert m["nc_ratio"] == pytest.approx(18**2 / 36**2, rel=0.05)
+    assert m["cell_area_um2"] == pytest.approx(m["cell_area_px"] * 0.25)
+    assert m["cell_circularity"] > 0.85 and m["nucleus_lobes"] == 1
+    three = np.zeros((120, 120), np.uint8)
+    cv2.circle(three, (60, 60), 36, 1, -1)
+    for dx in (-20, 0, 20):
+        cv2.circle(three, (60 + dx, 60), 8, 2, -1)
+    assert morphometrics(_cell(lobes=3), three)["nucleus_lobes"] == 3
+    empty = morphometrics(_cell(), np.zeros((120, 120), np.uint8))
+    assert np.isnan(empty["nc_ratio"]) and np.isnan(empty["cell_area_um2"])
+
+
+def test_segment_command_writes_masks_and_refuses_to_overwrite(tmp_path):
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    Image.fromarray(_cell()).save(src / "a" / "x.png")
+    Image.fromarray(_cell(lobes=3)).save(src / "b" / "x.png")  # same file name, other folder
+    (src / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["segment", str(src), "--out", str(out), "--method", "classical"])
+    assert r.exit_code == 1, r.output  # one input skipped
+    rows = list(csv.DictReader((out / "morphometrics.csv").open()))
+    assert len(rows) == 3 and sum(r["status"] == "ok" for r in rows) == 2
+    masks = sorted((out / "masks").iterdir())
+    assert len(masks) == 2
+    m = np.asarray(Image.open(masks[0]))
+    assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 128, 255} and (m == 255).any()
+    r = CliRunner().invoke(app, ["segment", str(src), "--out", str(out), "--method", "classical"])
+    assert r.exit_code == 3
