@@ -77,3 +77,16 @@ def test_segment_command_writes_masks_and_refuses_to_overwrite(tmp_path):
     assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 128, 255} and (m == 255).any()
     r = CliRunner().invoke(app, ["segment", str(src), "--out", str(out), "--method", "classical"])
     assert r.exit_code == 3
+
+
+def test_analyze_with_classical_morphometrics(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    r = CliRunner().invoke(
+        app, ["analyze", str(sample_dir), "--out", str(out), "--morphometrics", "classical", "--pixel-size", "0.1"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert all(float(r["cell_area_um2"]) == pytest.approx(float(r["cell_area_px"]) * 0.01, rel=1e-3) for r in rows)
+    assert all(0 < float(r["nc_ratio"]) <= 1 for r in rows if r["nc_ratio"])
+    bad = CliRunner().invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "x"), "--morphometrics", "x"])
+    assert bad.exit_code == 2

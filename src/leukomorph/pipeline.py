@@ -20,11 +20,13 @@ from .aggregate import differential, suggest
 from .aggregate.case_model import cell_contributions, load_case_model
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
-from .errors import ImageReadError
+from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
 from .io import read_image
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
+from .models.registry import load_segmenter
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
+from .segment import classical_labels, morphometrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ class AnalyzeConfig:
     tta: str | None = None
     #: attach the model card's conformal prediction sets (review_flag also uses them)
     conformal: bool = True
+    #: per-cell morphometrics from nucleus/cytoplasm segmentation: None (off), "model" (the
+    #: segmentation model ``segmenter``) or "classical" (colour + Otsu baseline)
+    morphometrics: str | None = None
+    segmenter: str = "leukomorph-seg"
+    #: µm per pixel of the crops, when known (areas in µm²)
+    pixel_size_um: float | None = None
     #: occlusion saliency maps for the suggestion's evidence cells (shown in the report)
     saliency: bool = True
     #: learned patient-level models to score the case with (registry names or card paths)
@@ -77,6 +85,8 @@ class CaseResult:
     case_scores: dict[str, dict] = field(default_factory=dict)
     #: occlusion-saliency overlays (RGB uint8 at the model's input size) of the evidence cells
     saliency: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per-cell morphometrics (segment.MORPHOMETRIC_COLUMNS) when requested
+    morphometrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -187,6 +197,10 @@ def run_case(
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
     conformal = model_conformal(model) if config.conformal else None
+    if config.morphometrics not in (None, "model", "classical"):
+        raise ConfigError(f"morphometrics must be 'model', 'classical' or None, not {config.morphometrics!r}")
+    segmenter = load_segmenter(config.segmenter, threads=config.threads) if config.morphometrics == "model" else None
+    morpho: dict[str, dict[str, float]] = {}
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
@@ -212,6 +226,12 @@ def run_case(
             preds.extend(
                 classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta, conformal=conformal)
             )
+            if config.morphometrics:
+                labels = (
+                    segmenter.segment_many(crops) if segmenter is not None else [classical_labels(c) for c in crops]
+                )
+                for src, c, lab in zip(sources, crops, labels, strict=True):
+                    morpho[src] = morphometrics(c, lab, config.pixel_size_um)
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -239,6 +259,7 @@ def run_case(
         suggestion=sug,
         case_scores=scores,
         saliency=sal,
+        morphometrics=morpho,
         thumbnails=thumbs,
         model=model_info,
         config=config,

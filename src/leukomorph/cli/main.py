@@ -105,6 +105,12 @@ def analyze(
     tta: str = typer.Option(
         None, "--tta", help="Test-time augmentation: none, flip, rot4, d4 (default: the model card's)."
     ),
+    morpho: str = typer.Option(
+        None,
+        "--morphometrics",
+        help="Add per-cell morphometrics to cells.csv: 'model' (segmentation U-Net) or 'classical'.",
+    ),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel of the crops (areas in µm²)."),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import DEFAULT_CLASSIFIER, load_classifier
@@ -112,7 +118,16 @@ def analyze(
     from ..report import prepare_output_dir, write_outputs
 
     _check_tta_option(tta)
-    cfg = AnalyzeConfig(model=model or DEFAULT_CLASSIFIER, threads=threads or None, tta=tta)
+    if morpho not in (None, "model", "classical"):
+        console.print(f"[red]error:[/red] --morphometrics must be 'model' or 'classical', not {morpho!r}")
+        raise typer.Exit(EXIT_USAGE)
+    cfg = AnalyzeConfig(
+        model=model or DEFAULT_CLASSIFIER,
+        threads=threads or None,
+        tta=tta,
+        morphometrics=morpho,
+        pixel_size_um=pixel_size,
+    )
     try:
         cases = _cases(paths, per_folder, case)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}

@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .. import jsonio
 from ..classify.core import needs_review
 from ..errors import OutputExistsError
+from ..segment import MORPHOMETRIC_COLUMNS
 from ..taxonomy import LINEAGE, NON_WBC
 
 __all__ = ["OUTPUT_FILES", "prepare_output_dir", "write_outputs"]
@@ -70,6 +71,10 @@ def _chart(result) -> str:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(v) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
 
 
 def _review_rule(result) -> str:
@@ -135,6 +140,7 @@ def write_outputs(
     paths = {name: out / name for name in OUTPUT_FILES}
     classes = result.predictions[0].classes if result.predictions else ()
     by_src = {p.source: p for p in result.predictions}
+    morpho_cols = list(MORPHOMETRIC_COLUMNS) if result.morphometrics else []
     with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -145,6 +151,7 @@ def write_outputs(
                 "prediction_set",
                 "review_flag",
                 *[f"p_{c}" for c in classes],
+                *morpho_cols,
                 "status",
                 "notes",
             ]
@@ -152,7 +159,7 @@ def write_outputs(
         for inp in result.inputs:
             p = by_src.get(inp.path)
             if p is None:
-                w.writerow([inp.path, "", "", "", "", *[""] * len(classes), inp.status, ""])
+                w.writerow([inp.path, "", "", "", "", *[""] * len(classes), *[""] * len(morpho_cols), inp.status, ""])
             else:
                 w.writerow(
                     [
@@ -162,6 +169,7 @@ def write_outputs(
                         "|".join(p.prediction_set),
                         str(needs_review(p, result.config.low_confidence)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
+                        *[_fmt(result.morphometrics.get(inp.path, {}).get(c)) for c in morpho_cols],
                         "ok",
                         "; ".join(inp.notes),
                     ]
