@@ -146,3 +146,29 @@ def test_analyze_results_have_case_scores_and_counting(sample_dir, tmp_path):
     assert {t["threshold_percent"] for t in res["blast_thresholds"]} == {10.0, 20.0}
     html = (tmp_path / "o" / "report.html").read_text()
     assert "Counting statistics" in html and "Patient-level scores" in html
+
+
+def test_mil_forward_is_a_permutation_invariant_attention_pool():
+    from leukomorph.aggregate.mil import mil_forward
+
+    rng = np.random.default_rng(0)
+    d, h, a = 8, 6, 4
+    params = {
+        "W": rng.normal(size=(h, d)),
+        "b": rng.normal(size=h),
+        "V": rng.normal(size=(a, h)),
+        "v": rng.normal(size=a),
+        "U": rng.normal(size=(a, h)),
+        "u": rng.normal(size=a),
+        "w": rng.normal(size=a),
+        "c": rng.normal(size=h),
+        "c0": np.array(0.1),
+    }
+    bag = rng.normal(size=(20, d))
+    p, att = mil_forward(params, bag)
+    assert 0 < p < 1 and att.shape == (20,) and att.sum() == pytest.approx(1.0)
+    perm = rng.permutation(20)
+    p2, att2 = mil_forward(params, bag[perm])
+    assert p2 == pytest.approx(p) and np.allclose(att2, att[perm])
+    # a bag of copies of one cell scores like that cell alone
+    assert mil_forward(params, bag[:1].repeat(5, 0))[0] == pytest.approx(mil_forward(params, bag[:1])[0])

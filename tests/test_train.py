@@ -47,3 +47,15 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
     m = OnnxClassifier(card, card.weights_path)
     probs = m.predict(np.zeros((3, 32, 32, 3), np.uint8))
     assert probs.shape == (3, 16) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_mil_torch_and_numpy_agree():
+    from leukomorph.aggregate.mil import mil_forward
+    from leukomorph.training.mil import GatedAttentionMIL
+
+    torch.manual_seed(0)
+    net = GatedAttentionMIL(12).eval()
+    bag = np.random.default_rng(0).normal(size=(30, 12)).astype(np.float32)
+    with torch.no_grad():
+        p_torch = torch.sigmoid(net(torch.from_numpy(bag))).item()
+    assert mil_forward(net.params(), bag)[0] == pytest.approx(p_torch, abs=1e-5)

@@ -137,7 +137,7 @@ def _saliency(model, sources: Sequence[str], by_src: dict[str, CellPrediction]) 
     return out
 
 
-def case_scores(names: Sequence[str], cell_model, preds: Sequence[CellPrediction]) -> dict[str, dict]:
+def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) -> dict[str, dict]:
     """Scores of the learned case models, keyed by target (e.g. ``apl_vs_aml``).
 
     A case model fitted on another cell model's probabilities is not applied: its entry says why
@@ -146,7 +146,7 @@ def case_scores(names: Sequence[str], cell_model, preds: Sequence[CellPrediction
     out: dict[str, dict] = {}
     card = getattr(cell_model, "card", None)
     for name in names:
-        cm = load_case_model(name)
+        cm = load_case_model(name) if isinstance(name, str) else name
         entry: dict[str, Any] = {
             "probability": None,
             "positive": cm.positive,
@@ -163,21 +163,33 @@ def case_scores(names: Sequence[str], cell_model, preds: Sequence[CellPrediction
             )
         elif not preds:
             entry["status"] = "not computed: no cells"
+        elif cm.needs_embeddings and any(p.embedding is None for p in preds):
+            entry["status"] = "not computed: the cell model gave no embeddings (exported without them?)"
         else:
             probs = np.array([p.probabilities for p in preds])
-            lo, hi = cm.predict_interval(probs)
-            push = cell_contributions(cm, probs)
-            top = [int(i) for i in np.argsort(-push)[:12] if push[i] > 0]
+            if cm.needs_embeddings:
+                emb = np.stack([p.embedding for p in preds])
+                score, att = cm.predict(emb), cm.attention(emb)
+                lo, hi = cm.predict_interval(emb)
+                top = [int(i) for i in np.argsort(-att)[:12]]
+                entry["evidence_method"] = "attention weights of the multiple-instance model"
+                entry["top_features"] = []
+            else:
+                score = cm.predict(probs)
+                lo, hi = cm.predict_interval(probs)
+                push = cell_contributions(cm, probs)
+                top = [int(i) for i in np.argsort(-push)[:12] if push[i] > 0]
+                entry["evidence_method"] = "cells that raise the score most (first-order contribution)"
+                entry["top_features"] = [[n, round(v, 3)] for n, v in cm.contributions(probs)]
             dist = cm.distance(probs)
             entry.update(
-                probability=round(cm.predict(probs), 4),
+                probability=round(score, 4),
                 applicable=bool(not dist > cm.ood_threshold),
                 distance=round(dist, 2) if np.isfinite(dist) else None,
                 distance_threshold=round(cm.ood_threshold, 2) if np.isfinite(cm.ood_threshold) else None,
                 ci95=[round(lo, 4), round(hi, 4)],
                 ci_method="bootstrap over the case's cells (counting noise; not model uncertainty)",
                 evidence_cells=[preds[i].source for i in top],
-                top_features=[[n, round(v, 3)] for n, v in cm.contributions(probs)],
                 status="ok",
             )
         out[cm.target] = entry
@@ -197,6 +209,11 @@ def run_case(
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
     conformal = model_conformal(model) if config.conformal else None
+    case_models = [load_case_model(n) for n in config.case_models]  # integrity errors before any work
+    card = getattr(model, "card", None)
+    want_emb = getattr(model, "has_embedding", False) and any(
+        cm.needs_embeddings and card is not None and cm.depends_on.get("sha256") == card.sha256 for cm in case_models
+    )
     if config.morphometrics not in (None, "model", "classical"):
         raise ConfigError(f"morphometrics must be 'model', 'classical' or None, not {config.morphometrics!r}")
     segmenter = load_segmenter(config.segmenter, threads=config.threads) if config.morphometrics == "model" else None
@@ -224,7 +241,15 @@ def run_case(
                         log.warning("%s: %s", item.source, notes[-1])
                     inputs.append(InputRecord(item.source, item.sha256, "ok", notes, item.shape))
             preds.extend(
-                classify_crops(model, crops, sources, batch_size=config.batch_size, tta=tta, conformal=conformal)
+                classify_crops(
+                    model,
+                    crops,
+                    sources,
+                    batch_size=config.batch_size,
+                    tta=tta,
+                    conformal=conformal,
+                    embeddings=want_emb,
+                )
             )
             if config.morphometrics:
                 labels = (
@@ -237,7 +262,7 @@ def run_case(
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
     diff = differential(preds, model.classes)
-    scores = case_scores(config.case_models, model, preds)
+    scores = case_scores(case_models, model, preds)
     sug = suggest(diff, preds, config.rules, scores)
     t_sal = time.perf_counter()
     sal = _saliency(model, sug.evidence, {p.source: p for p in preds}) if config.saliency else {}

@@ -68,6 +68,8 @@ class CellPrediction:
     #: conformal prediction set (class names, most probable first); empty when the model has no
     #: conformal calibration
     prediction_set: tuple[str, ...] = ()
+    #: pooled pre-head features (float32), only when requested from a model that exports them
+    embedding: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def index(self) -> int:

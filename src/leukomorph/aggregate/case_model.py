@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ModelIntegrityError
+from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel
 
 __all__ = [
     "FEATURE_SET",
@@ -64,6 +65,7 @@ class CaseModel:
     ood_location: np.ndarray | None = None
     ood_precision: np.ndarray | None = None
     ood_threshold: float = float("inf")
+    needs_embeddings: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def predict(self, probs: np.ndarray) -> float:
@@ -73,10 +75,7 @@ class CaseModel:
 
     def distance(self, probs: np.ndarray) -> float:
         """Squared Mahalanobis distance of the case to the training patients (NaN without the check)."""
-        if self.ood_location is None or self.ood_precision is None:
-            return float("nan")
-        d = (case_features(probs) - self.mean) / self.scale - self.ood_location
-        return float(d @ self.ood_precision @ d)
+        return case_distance(probs, self.mean, self.scale, self.ood_location, self.ood_precision)
 
     def predict_interval(self, probs: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
         """95% interval of the score over bootstrap resamples of the case's cells (counting noise only)."""
@@ -93,7 +92,7 @@ class CaseModel:
         return [(names[i], float(z[i])) for i in order]
 
 
-def load_case_model(name_or_path: str) -> CaseModel:
+def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel:
     """Load and verify a case model (card JSON + ``.npz`` parameters) by registry name or card path."""
     from ..models.registry import get_card
 
@@ -106,10 +105,26 @@ def load_case_model(name_or_path: str) -> CaseModel:
     h = hashlib.sha256(path.read_bytes()).hexdigest()
     if h != card.sha256:
         raise ModelIntegrityError(f"{path}: sha256 {h} does not match card {card.card_path}; refusing to load")
-    if card.input.get("features") != FEATURE_SET:
-        raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
     with np.load(path) as z:
         params = {k: z[k] for k in z.files}
+    if card.input.get("features") == MIL_FEATURES:
+        return MilCaseModel(
+            name=card.name,
+            version=card.version,
+            target=card.raw["target"],
+            positive=card.raw["positive"],
+            params={k: params[k] for k in PARAM_NAMES},
+            depends_on=dict(card.raw["depends_on"]),
+            card_path=card.card_path,
+            raw=card.raw,
+            feat_mean=params.get("feat_mean"),
+            feat_scale=params.get("feat_scale"),
+            ood_location=params.get("ood_location"),
+            ood_precision=params.get("ood_precision"),
+            ood_threshold=float(params["ood_threshold"]) if "ood_threshold" in params else float("inf"),
+        )
+    if card.input.get("features") != FEATURE_SET:
+        raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
     return CaseModel(
         name=card.name,
         version=card.version,
@@ -142,6 +157,14 @@ def save_case_model_params(path: str | os.PathLike[str], mean, scale, coef, inte
             **{k: np.asarray(v, float) for k, v in extra.items()},
         )
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def case_distance(probs, mean, scale, location, precision) -> float:
+    """Squared Mahalanobis distance of a case's standardised features (NaN without parameters)."""
+    if location is None or precision is None:
+        return float("nan")
+    d = (case_features(probs) - mean) / scale - location
+    return float(d @ precision @ d)
 
 
 def cell_contributions(model: CaseModel, probs: np.ndarray) -> np.ndarray:

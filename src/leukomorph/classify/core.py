@@ -59,6 +59,12 @@ def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
     return [np.rot90(b, k, axes=(1, 2)) for b in (batch, batch[:, :, ::-1]) for k in range(4)]
 
 
+def predict_tta_embedding(model, batch: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Mean probabilities and mean embeddings over the TTA views (models with an embedding output)."""
+    outs = [model.predict_with_embedding(np.ascontiguousarray(v)) for v in _views(batch, tta)]
+    return np.mean([o[0] for o in outs], axis=0), np.mean([o[1] for o in outs], axis=0)
+
+
 def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.ndarray:
     """Mean class probabilities over the TTA views of a prepared uint8 batch (N, S, S, 3)."""
     views = _views(batch, tta)
@@ -81,14 +87,18 @@ def classify_crops(
     stain: str = "none",
     zoom: float = 1.0,
     conformal: ConformalCalibration | None = None,
+    embeddings: bool = False,
 ) -> list[CellPrediction]:
     """Classify RGB uint8 crops (any size; the model's crop rule is applied here).
 
     ``zoom`` rescales every crop about its centre before the crop rule (see :func:`zoom_crop`;
     :func:`leukomorph.classify.scale.case_zoom` estimates it for a case); ``stain="reinhard"``
     normalises each prepared crop's colour to the model's stain reference. With ``conformal``,
-    each prediction carries its conformal prediction set.
+    each prediction carries its conformal prediction set. With ``embeddings`` (models exported with
+    an embedding output) each prediction carries the cell's pooled features.
     """
+    if embeddings and not getattr(model, "has_embedding", False):
+        raise ConfigError(f"model {getattr(getattr(model, 'card', None), 'name', model)!r} has no embedding output")
     reference = stain_reference(model)
     out: list[CellPrediction] = []
     for start in range(0, len(crops), batch_size):
@@ -98,12 +108,19 @@ def classify_crops(
                 for c in crops[start : start + batch_size]
             ]
         )
-        probs = predict_tta(model, batch, tta)
+        if embeddings:
+            probs, embs = predict_tta_embedding(model, batch, tta)
+        else:
+            probs, embs = predict_tta(model, batch, tta), [None] * len(batch)
         sets = prediction_sets(probs, conformal) if conformal is not None else [()] * len(probs)
-        for src, p, s in zip(sources[start : start + batch_size], probs, sets, strict=True):
+        for src, p, s, e in zip(sources[start : start + batch_size], probs, sets, embs, strict=True):
             out.append(
                 CellPrediction(
-                    src, tuple(float(v) for v in p), tuple(model.classes), tuple(model.classes[i] for i in s)
+                    src,
+                    tuple(float(v) for v in p),
+                    tuple(model.classes),
+                    tuple(model.classes[i] for i in s),
+                    None if e is None else np.asarray(e, np.float32),
                 )
             )
     return out

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["UInt8Wrapper", "build_net"]
+__all__ = ["UInt8Wrapper", "build_net", "export_onnx"]
 
 
 class _Basic(nn.Module):
@@ -48,6 +48,13 @@ class SmallResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.stem(x)))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier head."""
+        return self.head[:2](self.body(self.stem(x)))
+
+    def classify(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.head[2:](emb)
+
 
 _BUILTIN = {
     "lm-resnet-s": dict(widths=(32, 64, 128, 256), blocks=(1, 2, 2, 1)),
@@ -72,17 +79,50 @@ class UInt8Wrapper(nn.Module):
     """Export wrapper: uint8 NHWC RGB in, calibrated class probabilities out.
 
     Normalisation and temperature scaling live inside the graph, so the ONNX file's contract is
-    simply "prepared crops as uint8".
+    simply "prepared crops as uint8". With ``with_embedding`` a second output carries the pooled
+    features before the head (for patient-level multiple-instance models).
     """
 
-    def __init__(self, net: nn.Module, mean, std, temperature: float = 1.0) -> None:
+    def __init__(self, net: nn.Module, mean, std, temperature: float = 1.0, with_embedding: bool = False) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("inv_t", torch.tensor(1.0 / temperature, dtype=torch.float32))
+        self.with_embedding = with_embedding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         x = x.permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
-        return torch.softmax(self.net(x) * self.inv_t, dim=1)
+        if not self.with_embedding:
+            return torch.softmax(self.net(x) * self.inv_t, dim=1)
+        emb = _embed(self.net, x)
+        return torch.softmax(_classify(self.net, emb) * self.inv_t, dim=1), emb
+
+
+def _embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if hasattr(net, "embed"):
+        return net.embed(x)
+    return net.forward_head(net.forward_features(x), pre_logits=True)  # timm
+
+
+def _classify(net: nn.Module, emb: torch.Tensor) -> torch.Tensor:
+    if hasattr(net, "classify"):
+        return net.classify(emb)
+    return net.get_classifier()(emb)  # timm
+
+
+def export_onnx(net: nn.Module, path, size: int, mean, std, temperature: float, with_embedding: bool = True) -> None:
+    """Export ``net`` (eval mode, CPU) as uint8 NHWC → probabilities [, embedding] ONNX, opset 17."""
+    wrapper = UInt8Wrapper(net.cpu().eval(), mean, std, temperature, with_embedding).eval()
+    outputs = ["probabilities", "embedding"] if with_embedding else ["probabilities"]
+    torch.onnx.export(
+        wrapper,
+        (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
+        str(path),
+        input_names=["image"],
+        output_names=outputs,
+        dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+        opset_version=17,
+        dynamo=False,
+    )

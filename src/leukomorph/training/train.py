@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
 from .cache import build_cache
-from .nets import UInt8Wrapper, build_net
+from .nets import build_net, export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -281,19 +281,8 @@ def train_classifier(
     final = ema.module.cpu().eval()
     vl = _logits(final, images[val_idx], cfg, torch.device("cpu"))
     temperature = cfg.temperature if cfg.temperature is not None else _fit_temperature(vl, val_y)
-    wrapper = UInt8Wrapper(final, cfg.mean, cfg.std, temperature).eval()
     onnx_path = out / "model.onnx"
-    dummy = torch.zeros(1, cfg.size, cfg.size, 3, dtype=torch.uint8)
-    torch.onnx.export(
-        wrapper,
-        (dummy,),
-        str(onnx_path),
-        input_names=["image"],
-        output_names=["probabilities"],
-        dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export_onnx(final, onnx_path, cfg.size, cfg.mean, cfg.std, temperature, with_embedding=True)
     torch.save(final.state_dict(), out / "weights.pt")
     summary = {
         "config": asdict(cfg),

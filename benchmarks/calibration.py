@@ -1,0 +1,73 @@
+"""Calibration table: ECE and NLL before/after temperature scaling, conformal coverage and set size.
+
+    python benchmarks/calibration.py [--model leukomorph-cell] [--which test]
+
+"Before" undoes the temperature baked into the ONNX graph (softmax(T · log p) = softmax(logits));
+"after" is what the model outputs. Conformal rows use the card's calibration (fitted on the
+validation patients) and are measured on the held-out test split, overall and per data set.
+ECE: 15 equal-width confidence bins, exact labels only.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from leukomorph.classify import coverage, model_conformal, recommended_tta
+from leukomorph.evaluation.runner import _ece, default_split, exact_targets, predict_rows, read_split
+from leukomorph.models.registry import get_card, load_classifier
+
+
+def _temperature(card) -> float:
+    text = card.raw.get("output", {}).get("calibration", "")
+    try:
+        return float(text.split("T=")[1].split(",")[0])
+    except (IndexError, ValueError):
+        return 1.0
+
+
+def _nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="leukomorph-cell")
+    ap.add_argument("--which", default="test")
+    a = ap.parse_args()
+    card = get_card(a.model)
+    model = load_classifier(a.model)
+    rows = [r for r in read_split(default_split(card)) if r["split"] == a.which]
+    idx, y = exact_targets(rows)
+    rows = [rows[i] for i in idx]
+    probs = np.array([p.probabilities for p in predict_rows(model, rows, recommended_tta(model))])
+    t = _temperature(card)
+    logit = t * np.log(np.clip(probs, 1e-12, 1))
+    raw = np.exp(logit - logit.max(1, keepdims=True))
+    raw /= raw.sum(1, keepdims=True)
+    ds = np.array([r["dataset"] for r in rows])
+    print(f"model {card.name} {card.version} ({card.sha256[:12]}), split {a.which}, T = {t:.3f}\n")
+    print("| cells | n | ECE before T | ECE after T | NLL before | NLL after |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ["all", *sorted(set(ds))]:
+        m = np.ones(len(y), bool) if name == "all" else ds == name
+        print(
+            f"| {name} | {m.sum()} | {_ece(raw[m], y[m])['ece']:.4f} | {_ece(probs[m], y[m])['ece']:.4f} | "
+            f"{_nll(raw[m], y[m]):.3f} | {_nll(probs[m], y[m]):.3f} |"
+        )
+    cal = model_conformal(model)
+    if cal is None:
+        print("\nno conformal calibration in the card")
+        return
+    print(f"\nconformal (LAC), nominal coverage {1 - cal.alpha:.0%}, fitted on {cal.n_calibration} validation cells\n")
+    print("| cells | n | coverage | mean set size | singletons |")
+    print("|---|---:|---:|---:|---:|")
+    for name in ["all", *sorted(set(ds))]:
+        m = np.ones(len(y), bool) if name == "all" else ds == name
+        c = coverage(probs[m], y[m], cal)
+        print(f"| {name} | {c['n']} | {c['coverage']:.3f} | {c['mean_set_size']:.2f} | {c['share_singletons']:.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Fit the attention-MIL APL-vs-AML case model on DeepAPL cell embeddings, patient-level CV.
+
+Same protocol as :mod:`leukomorph.training.case_model` (repeated stratified 5-fold over patients;
+the cell model's held-out test patients scored by a model fitted without them), so the two case
+models can be compared side by side; parameters are exported for the numpy forward pass of
+:mod:`leukomorph.aggregate.mil`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from torch import nn
+
+from .. import jsonio
+from ..aggregate.case_model import case_features
+from ..aggregate.mil import MIL_FEATURES, mil_forward
+from ..classify import classify_crops, recommended_tta
+from ..data import data_root
+from ..io import read_image
+from ..models.registry import load_classifier
+from .case_model import auroc_ci
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GatedAttentionMIL", "fit_mil_model"]
+
+
+class GatedAttentionMIL(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int = 64, d_att: int = 32, dropout: float = 0.25) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_in, d_hidden)
+        self.V = nn.Linear(d_hidden, d_att)
+        self.U = nn.Linear(d_hidden, d_att)
+        self.w = nn.Linear(d_att, 1, bias=False)
+        self.out = nn.Linear(d_hidden, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        h = self.drop(torch.relu(self.proj(e)))
+        a = self.w(torch.tanh(self.V(h)) * torch.sigmoid(self.U(h))).squeeze(-1)
+        z = torch.softmax(a, 0) @ h
+        return self.out(z).squeeze(-1)
+
+    def params(self) -> dict[str, np.ndarray]:
+        g = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
+        return {
+            "W": g(self.proj.weight),
+            "b": g(self.proj.bias),
+            "V": g(self.V.weight),
+            "v": g(self.V.bias),
+            "U": g(self.U.weight),
+            "u": g(self.U.bias),
+            "w": g(self.w.weight[0]),
+            "c": g(self.out.weight[0]),
+            "c0": g(self.out.bias[0]),
+        }
+
+
+def _fit(bags: list[np.ndarray], y: np.ndarray, epochs: int, seed: int, max_cells: int = 256) -> GatedAttentionMIL:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = GatedAttentionMIL(bags[0].shape[1])
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    pos_w = (len(y) - y.sum()) / max(y.sum(), 1)
+    for _ in range(epochs):
+        net.train()
+        for i in rng.permutation(len(bags)):
+            b = bags[i]
+            if len(b) > max_cells:  # subsample big bags each epoch (augmentation, speed)
+                b = b[rng.choice(len(b), max_cells, replace=False)]
+            logit = net(torch.from_numpy(b).float())
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logit, torch.tensor(float(y[i])), pos_weight=torch.tensor(float(pos_w))
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+def _scores(net: GatedAttentionMIL, bags: list[np.ndarray]) -> np.ndarray:
+    p = net.params()
+    return np.array([mil_forward(p, b)[0] for b in bags])
+
+
+def cell_embeddings(cell_model: str, root=None, cache: Path | None = None):
+    base = data_root(root) / "deepapl"
+    rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
+    model = load_classifier(cell_model)
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        if str(z["sha256"]) == model.card.sha256 and len(z["probs"]) == len(rows):
+            return z["probs"], z["emb"], rows, model
+    tta = recommended_tta(model)
+    probs, emb = [], []
+    for start in range(0, len(rows), 256):
+        chunk = rows[start : start + 256]
+        imgs = [read_image(base / r["path"]).pixels for r in chunk]
+        for p in classify_crops(model, imgs, [r["path"] for r in chunk], tta=tta, embeddings=True):
+            probs.append(p.probabilities)
+            emb.append(p.embedding)
+        log.info("embedded %d/%d DeepAPL cells", len(probs), len(rows))
+    probs, emb = np.array(probs, np.float32), np.array(emb, np.float32)
+    if cache is not None:
+        np.savez_compressed(cache, probs=probs, emb=emb, sha256=model.card.sha256)
+    return probs, emb, rows, model
+
+
+def fit_mil_model(
+    cell_model: str,
+    out_dir: str | os.PathLike[str],
+    name: str = "leukomorph-apl-mil",
+    epochs: int = 30,
+    repeats: int = 3,
+    root=None,
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    probs, emb, rows, model = cell_embeddings(cell_model, root, out / "cell_embeddings.npz")
+    by_patient: dict[str, list[int]] = defaultdict(list)
+    dx = {}
+    for i, r in enumerate(rows):
+        by_patient[r["patient_id"]].append(i)
+        dx[r["patient_id"]] = r["diagnosis"]
+    patients = sorted(by_patient)
+    bags = [emb[by_patient[p]] for p in patients]
+    y = np.array([dx[p] == "APL" for p in patients], int)
+    oof = np.zeros((repeats, len(y)))
+    for r in range(repeats):
+        for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
+            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k)
+            oof[r, te] = _scores(net, [bags[i] for i in te])
+        log.info("repeat %d AUROC %.3f", r, roc_auc_score(y, oof[r]))
+    per_repeat = [roc_auc_score(y, o) for o in oof]
+    auc = auroc_ci(y, oof.mean(0))
+    cv = {
+        "method": f"{repeats}× repeated stratified 5-fold over {len(y)} patients ({int(y.sum())} APL)",
+        "auroc_mean_over_repeats": float(np.mean(per_repeat)),
+        "auroc_range_over_repeats": [float(min(per_repeat)), float(max(per_repeat))],
+        "auroc_of_mean_oof": auc[0],
+        "auroc_ci95": [auc[1], auc[2]],
+        "brier": float(np.mean([brier_score_loss(y, o) for o in oof])),
+    }
+    held = {}
+    test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
+    it = np.array([p in test for p in patients])
+    if it.any() and len(set(y[it])) == 2:
+        net = _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7)
+        s = _scores(net, [b for b, t in zip(bags, it, strict=True) if t])
+        a = auroc_ci(y[it], s)
+        held = {
+            "patients": int(it.sum()),
+            "apl": int(y[it].sum()),
+            "auroc": a[0],
+            "auroc_ci95": [a[1], a[2]],
+            "brier": float(brier_score_loss(y[it], s)),
+        }
+    final = _fit(bags, y, epochs, seed=0)
+    params = final.params()
+    # applicability on the probability features, as for the logistic case model
+    feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
+    fm, fs = feats.mean(0), feats.std(0) + 1e-6
+    zs = (feats - fm) / fs
+    loo = []
+    for i in range(len(zs)):
+        lw_i = LedoitWolf().fit(np.delete(zs, i, 0))
+        d = zs[i] - lw_i.location_
+        loo.append(float(d @ lw_i.precision_ @ d))
+    lw = LedoitWolf().fit(zs)
+    pfile = out / f"{name}.npz"
+    with pfile.open("wb") as fh:
+        np.savez(
+            fh,
+            **params,
+            feat_mean=fm,
+            feat_scale=fs,
+            ood_location=lw.location_,
+            ood_precision=lw.precision_,
+            ood_threshold=np.asarray(1.4 * max(loo)),
+        )
+    card = {
+        "name": name,
+        "version": "1.0.0",
+        "task": "case-classification",
+        "target": "apl_vs_aml",
+        "positive": "APL",
+        "file": pfile.name,
+        "sha256": hashlib.sha256(pfile.read_bytes()).hexdigest(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": ["AML", "APL"],
+        "input": {"features": MIL_FEATURES, "embedding_dim": int(emb.shape[1]), "cell_tta": recommended_tta(model)},
+        "depends_on": {"name": model.card.name, "version": model.card.version, "sha256": model.card.sha256},
+        "architecture": {
+            "name": "gated-attention MIL (Ilse et al. 2018) on cell embeddings",
+            "hidden": 64,
+            "attention": 32,
+            "epochs": epochs,
+        },
+        "training": {
+            "data": "DeepAPL (Sidhom et al. 2021): all cells of 82 patients (22 APL, 60 non-APL AML); research use",
+            "patients": len(y),
+            "cells": int(len(emb)),
+        },
+        "metrics": {"cross_validation": cv, "held_out_cell_model_test_patients": held},
+        "applicability": {"threshold": float(1.4 * max(loo)), "method": "as leukomorph-apl (probability features)"},
+        "intended_use": "Score APL vs non-APL AML for a case already suspected to be acute myeloid leukemia; the "
+        "attention weights name the cells the score rests on. Decision support, not a diagnosis.",
+        "limitations": [
+            "82 patients from one hospital; the cell model trained on most of their labelled cells (CV optimistic).",
+        ],
+    }
+    path = out / f"{name}.json"
+    path.write_text(jsonio.dumps(card, indent=1))
+    return path
