@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= demo_output
+DEMO_STORE ?= demo_store
+DEMO_PASSWORD ?= leukomorph-demo
 
 .PHONY: demo test test-train bench lint clean
 
@@ -11,19 +13,24 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/leukomorph analyze src/leukomorph/sample/pbc_healthy --case pbc_healthy_sample --out $(OUT) --overwrite
 	@echo "Report: $(abspath $(OUT))/report.html"
+	rm -rf $(DEMO_STORE)
+	$(BIN)/leukomorph import $(OUT) --data-dir $(DEMO_STORE)
+	DEMO_PASSWORD=$(DEMO_PASSWORD) $(BIN)/leukomorph add-user demo --role hematologist --password-env DEMO_PASSWORD --data-dir $(DEMO_STORE)
+	@echo "Review: $(BIN)/leukomorph serve --data-dir $(DEMO_STORE)  -> http://127.0.0.1:8000 (user demo, password $(DEMO_PASSWORD))"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 # Optional: training tests on the small CPU build of torch (not part of `make test`).
 test-train: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' onnx
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	$(BIN)/python -m pip install --quiet -e '.[train]'
 	$(BIN)/python -m pytest -m train
 
 bench: $(VENV)/.installed
@@ -35,4 +42,4 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(OUT) $(DEMO_STORE) build *.egg-info src/*.egg-info

@@ -257,6 +257,98 @@ def segment(
     raise typer.Exit(code)
 
 
+def _review_home(data_dir: Path | None) -> Path:
+    import os
+
+    d = data_dir or Path(os.environ.get("LEUKOMORPH_HOME") or Path.home() / ".local" / "share" / "leukomorph")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _review_db(data_dir: Path, db_url: str | None):
+    try:
+        from ..review.db import make_engine
+    except ImportError as exc:
+        console.print(f"[red]error:[/red] the review workstation needs: pip install 'leukomorph[serve]' ({exc})")
+        raise typer.Exit(EXIT_USAGE) from exc
+    return make_engine(db_url or f"sqlite:///{data_dir / 'review.sqlite'}")
+
+
+_DATA_DIR_HELP = "Review store folder (default $LEUKOMORPH_HOME or ~/.local/share/leukomorph)."
+_DB_HELP = "SQLAlchemy database URL (default: SQLite file in the data folder; postgresql://... supported)."
+
+
+@app.command("import")
+def import_cmd(
+    results_dir: Path = typer.Argument(..., help="An analyze output folder (cells.csv, results.json)."),
+    name: str = typer.Option(None, "--name", help="Case name in the store (default: the analysed case name)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+) -> None:
+    """Load analyze output into the review store (cell images copied by content hash)."""
+    home = _review_home(data_dir)
+    _, factory = _review_db(home, db_url)
+    from ..review.store import import_results
+
+    with factory() as s:
+        try:
+            case = import_results(s, results_dir, home, name)
+        except LeukoMorphError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+        console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+
+
+@app.command("add-user")
+def add_user_cmd(
+    username: str = typer.Argument(...),
+    role: str = typer.Option(..., "--role", help="technologist, hematologist or admin."),
+    password_env: str = typer.Option(
+        None, "--password-env", help="Read the password from this environment variable (else prompt)."
+    ),
+    data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+) -> None:
+    """Create a review user (password hashed with argon2)."""
+    import os
+
+    home = _review_home(data_dir)
+    _, factory = _review_db(home, db_url)
+    from ..review.store import add_user
+
+    pw = os.environ.get(password_env, "") if password_env else typer.prompt("password", hide_input=True)
+    with factory() as s:
+        try:
+            add_user(s, username, pw, role)
+        except LeukoMorphError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+    console.print(f"user {username!r} ({role}) added")
+
+
+@app.command()
+def serve(
+    data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000),
+) -> None:
+    """Run the review workstation (web app) on the review store."""
+    home = _review_home(data_dir)
+    engine, factory = _review_db(home, db_url)
+    import uvicorn
+
+    from ..review.app import create_app
+    from ..review.db import User
+
+    with factory() as s:
+        if s.query(User).count() == 0:
+            console.print("[yellow]no users yet:[/yellow] leukomorph add-user NAME --role hematologist")
+    url = db_url or f"sqlite:///{home / 'review.sqlite'}"
+    console.print(f"LeukoMorph review on http://{host}:{port}/  (store: {home})")
+    uvicorn.run(create_app(url, home), host=host, port=port, log_level="warning")
+
+
 @app.command()
 def models() -> None:
     """List bundled models (their cards)."""

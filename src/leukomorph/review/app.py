@@ -1,0 +1,323 @@
+"""The review workstation: FastAPI app with server-rendered pages (no front-end build step).
+
+Security: argon2 password hashes; server-side sessions (random token in an HttpOnly, SameSite=Strict
+cookie, only its SHA-256 stored); a per-session CSRF token required on every state-changing
+request; failed logins rate-limited per client address; request bodies capped; images served
+only by database id from the content-addressed store (no user-supplied paths).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import secrets
+import time
+from collections import defaultdict, deque
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..aggregate.differential import wilson_interval
+from ..taxonomy import BLAST_EQUIVALENT, CLASSES, NON_WBC
+from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
+from .store import check_password, image_dir
+
+__all__ = ["create_app"]
+
+SESSION_COOKIE = "lm_session"
+SESSION_HOURS = 12
+MAX_BODY = 64 * 1024
+LOGIN_WINDOW_S, LOGIN_MAX_FAILS = 300, 5
+CAN_RELABEL = ("technologist", "hematologist", "admin")
+CAN_SIGN = ("hematologist", "admin")
+#: keyboard shortcuts in the case view (one key per class)
+KEYS = dict(zip("1234567890qwertyu", CLASSES, strict=False))
+
+
+def _sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def differential_of(cells: list[Cell]) -> dict:
+    """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
+    counts: dict[str, int] = defaultdict(int)
+    for c in cells:
+        counts[c.current] += 1
+    wbc = sum(v for k, v in counts.items() if k not in NON_WBC)
+    rows = {}
+    for k in CLASSES:
+        n = counts.get(k, 0)
+        denom = wbc if k not in NON_WBC else n + wbc
+        lo, hi = wilson_interval(n, denom)
+        pct = 100 * n / wbc if wbc else 0.0
+        rows[k] = {"count": n, "percent": round(pct, 1), "ci95": [round(100 * lo, 1), round(100 * hi, 1)]}
+    blasts = sum(counts.get(k, 0) for k in BLAST_EQUIVALENT)
+    lo, hi = wilson_interval(blasts, wbc)
+    return {
+        "wbc": wbc,
+        "classes": rows,
+        "blast_percent": round(100 * blasts / wbc, 1) if wbc else 0.0,
+        "blast_ci95": [round(100 * lo, 1), round(100 * hi, 1)],
+    }
+
+
+def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
+    engine, factory = make_engine(db_url)
+    images = image_dir(data_dir).resolve()
+    env = Environment(loader=PackageLoader("leukomorph.review", "templates"), autoescape=select_autoescape())
+    fails: dict[str, deque] = defaultdict(deque)
+    app = FastAPI(title="LeukoMorph review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+
+    @app.middleware("http")
+    async def limits(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and int(size) > MAX_BODY:
+            return JSONResponse({"detail": "request body too large"}, status_code=413)
+        resp = await call_next(request)
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+        )
+        return resp
+
+    def db():
+        s = factory()
+        try:
+            yield s
+        finally:
+            s.close()
+
+    def render(name: str, **kw) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**kw))
+
+    def current(request: Request, s: Session = Depends(db)) -> LoginSession:
+        token = request.cookies.get(SESSION_COOKIE)
+        sess = s.get(LoginSession, _sha(token)) if token else None
+        if sess is None or sess.expires.replace(tzinfo=now().tzinfo) < now():
+            raise HTTPException(status_code=401, detail="log in first")
+        return sess
+
+    def csrf_ok(request: Request, sess: LoginSession, form_token: str | None = None) -> None:
+        token = form_token or request.headers.get("x-csrf-token", "")
+        if not secrets.compare_digest(token, sess.csrf):
+            raise HTTPException(status_code=403, detail="CSRF token missing or wrong")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login", status_code=303)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(error: str = ""):
+        return render("login.html.j2", error=error)
+
+    @app.post("/login")
+    def login(request: Request, username: str = Form(...), password: str = Form(...), s: Session = Depends(db)):
+        client = request.client.host if request.client else "?"
+        q = fails[client]
+        while q and q[0] < time.monotonic() - LOGIN_WINDOW_S:
+            q.popleft()
+        if len(q) >= LOGIN_MAX_FAILS:
+            raise HTTPException(status_code=429, detail="too many failed logins; wait a few minutes")
+        user = s.scalar(select(User).where(User.username == username))
+        if not check_password(user, password):
+            q.append(time.monotonic())
+            s.add(AuditEvent(username=username[:64], action="login_failed", after=client))
+            s.commit()
+            return RedirectResponse("/login?error=1", status_code=303)
+        token = secrets.token_urlsafe(32)
+        s.add(
+            LoginSession(
+                token_hash=_sha(token),
+                user_id=user.id,
+                csrf=secrets.token_urlsafe(32),
+                expires=now() + timedelta(hours=SESSION_HOURS),
+            )
+        )
+        s.add(AuditEvent(username=user.username, action="login", after=client))
+        s.commit()
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=SESSION_HOURS * 3600)
+        return resp
+
+    @app.post("/logout")
+    def logout(request: Request, csrf: str = Form(""), sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        csrf_ok(request, sess, csrf)
+        s.delete(s.get(LoginSession, sess.token_hash))
+        s.commit()
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE)
+        return resp
+
+    @app.get("/", response_class=HTMLResponse)
+    def cases(sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        rows = []
+        for c in s.scalars(select(Case).order_by(Case.imported.desc())):
+            n = s.scalar(select(func.count()).select_from(Cell).where(Cell.case_id == c.id))
+            todo = s.scalar(
+                select(func.count())
+                .select_from(Cell)
+                .where(Cell.case_id == c.id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
+            )
+            rows.append({"case": c, "n": n, "todo": todo, "suggestion": c.results.get("suggestion", {})})
+        return render("cases.html.j2", rows=rows, user=sess.user, csrf=sess.csrf)
+
+    def _case(s: Session, case_id: int) -> Case:
+        c = s.get(Case, case_id)
+        if c is None:
+            raise HTTPException(status_code=404, detail="no such case")
+        return c
+
+    @app.get("/cases/{case_id}", response_class=HTMLResponse)
+    def case_view(case_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        c = _case(s, case_id)
+        cells = list(c.cells)
+        queue = sorted((x for x in cells if x.review_flag and x.reviewed_at is None), key=lambda x: x.confidence)
+        by_class: dict[str, list[Cell]] = defaultdict(list)
+        for x in cells:
+            by_class[x.current].append(x)
+        galleries = [(k, by_class[k]) for k in CLASSES if by_class.get(k)]
+        reports = s.scalars(select(SignedReport).where(SignedReport.case_id == c.id).order_by(SignedReport.version))
+        return render(
+            "case.html.j2",
+            case=c,
+            queue=queue,
+            galleries=galleries,
+            diff=differential_of(cells),
+            keys=KEYS,
+            classes=CLASSES,
+            user=sess.user,
+            csrf=sess.csrf,
+            reports=list(reports),
+            results=c.results,
+        )
+
+    @app.get("/cells/{cell_id}/image")
+    def cell_image(cell_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        cell = s.get(Cell, cell_id)
+        if cell is None:
+            raise HTTPException(status_code=404, detail="no such cell")
+        path = (images / cell.image_file).resolve()
+        if images not in path.parents or not path.is_file():
+            raise HTTPException(status_code=404, detail="image missing from the store")
+        return FileResponse(path)
+
+    @app.post("/api/cells/{cell_id}/label")
+    async def relabel(cell_id: int, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        csrf_ok(request, sess)
+        if sess.user.role not in CAN_RELABEL:
+            raise HTTPException(status_code=403, detail="your role cannot relabel")
+        try:
+            body = await request.json()
+            label = str(body["label"])
+        except Exception as exc:
+            raise HTTPException(status_code=422, detail="JSON body {'label': <class>} expected") from exc
+        if label not in CLASSES:
+            raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
+        cell = s.get(Cell, cell_id)
+        if cell is None:
+            raise HTTPException(status_code=404, detail="no such cell")
+        if cell.case.status == "signed":
+            raise HTTPException(status_code=409, detail="case is signed out; relabelling is closed")
+        before = cell.current
+        # optimistic concurrency: the version check makes each write apply exactly once
+        res = s.execute(
+            update(Cell)
+            .where(Cell.id == cell.id, Cell.version == cell.version)
+            .values(label=label, reviewed_by=sess.user.username, reviewed_at=now(), version=cell.version + 1)
+        )
+        if res.rowcount != 1:
+            s.rollback()
+            raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
+        s.add(
+            AuditEvent(
+                username=sess.user.username,
+                case_id=cell.case_id,
+                cell_id=cell.id,
+                action="relabel",
+                before=before,
+                after=label,
+            )
+        )
+        s.commit()
+        s.refresh(cell)
+        cells = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id)))
+        todo = sum(1 for x in cells if x.review_flag and x.reviewed_at is None)
+        return {
+            "cell": {"id": cell.id, "label": cell.label, "version": cell.version},
+            "differential": differential_of(cells),
+            "unreviewed_flagged": todo,
+        }
+
+    @app.post("/cases/{case_id}/signout")
+    def signout(
+        case_id: int,
+        request: Request,
+        csrf: str = Form(""),
+        sess: LoginSession = Depends(current),
+        s: Session = Depends(db),
+    ):
+        csrf_ok(request, sess, csrf)
+        if sess.user.role not in CAN_SIGN:
+            raise HTTPException(status_code=403, detail="only a hematologist can sign out")
+        c = _case(s, case_id)
+        if c.status == "signed":
+            raise HTTPException(status_code=409, detail="case already signed out")
+        todo = [x for x in c.cells if x.review_flag and x.reviewed_at is None]
+        if todo:
+            raise HTTPException(status_code=409, detail=f"{len(todo)} flagged cells are not reviewed yet")
+        version = (s.scalar(select(func.max(SignedReport.version)).where(SignedReport.case_id == c.id)) or 0) + 1
+        corrections = [x for x in c.cells if x.label and x.label != x.predicted]
+        html = env.get_template("signed.html.j2").render(
+            case=c,
+            diff=differential_of(list(c.cells)),
+            user=sess.user,
+            ts=now(),
+            version=version,
+            corrections=corrections,
+            results=c.results,
+        )
+        s.add(SignedReport(case_id=c.id, version=version, signed_by=sess.user.username, html=html, sha256=_sha(html)))
+        c.status = "signed"
+        s.add(AuditEvent(username=sess.user.username, case_id=c.id, action="signed_out", after=f"report v{version}"))
+        s.commit()
+        return RedirectResponse(f"/cases/{c.id}", status_code=303)
+
+    @app.get("/cases/{case_id}/reports/{version}", response_class=HTMLResponse)
+    def signed_report(case_id: int, version: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        r = s.scalar(select(SignedReport).where(SignedReport.case_id == case_id, SignedReport.version == version))
+        if r is None:
+            raise HTTPException(status_code=404, detail="no such signed report")
+        return HTMLResponse(r.html)
+
+    @app.get("/cases/{case_id}/audit", response_class=HTMLResponse)
+    def audit(case_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        c = _case(s, case_id)
+        ev = list(s.scalars(select(AuditEvent).where(AuditEvent.case_id == c.id).order_by(AuditEvent.id)))
+        return render("audit.html.j2", case=c, events=ev, user=sess.user, csrf=sess.csrf)
+
+    @app.get("/cases/{case_id}/audit.csv")
+    def audit_csv(case_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        c = _case(s, case_id)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["id", "time_utc", "user", "action", "cell_id", "before", "after"])
+        for e in s.scalars(select(AuditEvent).where(AuditEvent.case_id == c.id).order_by(AuditEvent.id)):
+            w.writerow([e.id, e.ts.isoformat(), e.username, e.action, e.cell_id or "", e.before, e.after])
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="audit-case-{c.id}.csv"'},
+        )
+
+    return app

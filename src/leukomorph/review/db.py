@@ -1,0 +1,146 @@
+"""Review store: SQLAlchemy models (SQLite by default, PostgreSQL by URL) and session factory.
+
+Audit events are append-only: the API never updates or deletes them, and on SQLite triggers make
+the database refuse it too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+__all__ = ["AuditEvent", "Base", "Case", "Cell", "LoginSession", "SignedReport", "User", "make_engine", "now"]
+
+ROLES = ("technologist", "hematologist", "admin")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class LoginSession(Base):
+    __tablename__ = "sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    user: Mapped[User] = relationship()
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    imported: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | signed
+    results: Mapped[dict] = mapped_column(JSON)  # results.json of the analysis, as imported
+    cells: Mapped[list[Cell]] = relationship(back_populates="case", order_by="Cell.id")
+
+
+class Cell(Base):
+    __tablename__ = "cells"
+    __table_args__ = (UniqueConstraint("case_id", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)  # input path as given to analyze
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_file: Mapped[str] = mapped_column(String(200))  # relative to the store's image folder
+    predicted: Mapped[str] = mapped_column(String(40))
+    confidence: Mapped[float] = mapped_column(Float)
+    prediction_set: Mapped[str] = mapped_column(String(400), default="")
+    review_flag: Mapped[bool] = mapped_column(Boolean, default=False)
+    label: Mapped[str | None] = mapped_column(String(40), nullable=True)  # reviewer's class
+    reviewed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    case: Mapped[Case] = relationship(back_populates="cells")
+
+    @property
+    def current(self) -> str:
+        return self.label or self.predicted
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    username: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True, index=True)
+    cell_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(40))
+    before: Mapped[str] = mapped_column(Text, default="")
+    after: Mapped[str] = mapped_column(Text, default="")
+
+
+class SignedReport(Base):
+    __tablename__ = "signed_reports"
+    __table_args__ = (UniqueConstraint("case_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    signed_by: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    html: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+def make_engine(url: str):
+    """Engine + session factory; SQLite gets WAL, foreign keys and append-only audit triggers."""
+    is_sqlite = url.startswith("sqlite")
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30} if is_sqlite else {})
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record):  # pragma: no cover - trivial
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    Base.metadata.create_all(engine)
+    if is_sqlite:
+        with engine.begin() as c:
+            for op in ("UPDATE", "DELETE"):
+                c.execute(
+                    text(
+                        f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
+                        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
+                    )
+                )
+                c.execute(
+                    text(
+                        f"CREATE TRIGGER IF NOT EXISTS signed_no_{op.lower()} BEFORE {op} ON signed_reports "
+                        "BEGIN SELECT RAISE(ABORT, 'signed reports are immutable'); END"
+                    )
+                )
+    return engine, sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,109 @@
+"""Loading ``analyze`` outputs into the review store; users; content-addressed cell images."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import ConfigError, DataError
+from .db import ROLES, AuditEvent, Case, Cell, User
+
+__all__ = ["add_user", "check_password", "import_results", "image_dir"]
+
+_PH = PasswordHasher()
+
+
+def image_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "images"
+
+
+def add_user(db: Session, username: str, password: str, role: str, by: str = "cli") -> User:
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise ConfigError("passwords need at least 8 characters")
+    if db.scalar(select(User).where(User.username == username)):
+        raise ConfigError(f"user {username!r} exists")
+    u = User(username=username, password_hash=_PH.hash(password), role=role)
+    db.add(u)
+    db.add(AuditEvent(username=by, action="user_added", after=f"{username} ({role})"))
+    db.commit()
+    return u
+
+
+def check_password(user: User | None, password: str) -> bool:
+    if user is None:
+        _PH.hash(password)  # same cost whether or not the user exists
+        return False
+    try:
+        return _PH.verify(user.password_hash, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return False
+
+
+def _store_image(src: Path, images: Path) -> tuple[str, str]:
+    data = src.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    rel = f"{sha[:2]}/{sha}{src.suffix.lower()}"
+    dst = images / rel
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(dst.suffix + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    return sha, rel
+
+
+def import_results(
+    db: Session, results_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], name: str | None = None
+) -> Case:
+    """Import one ``analyze`` output folder (cells.csv + results.json) as a case.
+
+    Cell images are copied into the store by content hash (the originals are never touched). A
+    case name already in the store is refused.
+    """
+    rd = Path(results_dir)
+    cells_csv, results_json = rd / "cells.csv", rd / "results.json"
+    if not cells_csv.is_file() or not results_json.is_file():
+        raise DataError(f"{rd}: not an analyze output folder (cells.csv and results.json needed)")
+    results = json.loads(results_json.read_text(encoding="utf-8"))
+    case_name = name or results.get("case") or rd.name
+    if db.scalar(select(Case).where(Case.name == case_name)):
+        raise DataError(f"case {case_name!r} is already in the store (import it under another name with --name)")
+    images = image_dir(data_dir)
+    case = Case(name=case_name, source=str(rd.resolve()), results=results)
+    db.add(case)
+    with cells_csv.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
+    for r in rows:
+        src = Path(r["path"])
+        if not src.is_absolute() and not src.exists():
+            src = rd / src  # paths in cells.csv are as given to analyze (relative to its working folder)
+        if not src.is_file():
+            raise DataError(f"{r['path']}: cell image not found (import from the folder analyze ran in)")
+        sha, rel = _store_image(src, images)
+        conf = float(r["confidence"])
+        flag = r.get("review_flag", "").lower() == "true" if "review_flag" in r else conf < 0.6
+        case.cells.append(
+            Cell(
+                path=r["path"],
+                image_sha256=sha,
+                image_file=rel,
+                predicted=r["predicted_class"],
+                confidence=conf,
+                prediction_set=r.get("prediction_set", ""),
+                review_flag=flag,
+            )
+        )
+    db.flush()
+    db.add(AuditEvent(username="import", case_id=case.id, action="case_imported", after=f"{len(rows)} cells from {rd}"))
+    db.commit()
+    return case

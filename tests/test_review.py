@@ -1,0 +1,133 @@
+"""Review workstation: import, login, CSRF, relabel with audit, sign-out rules, security checks."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+from fastapi.testclient import TestClient  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from leukomorph.cli.main import app as cli  # noqa: E402
+from leukomorph.review.app import create_app  # noqa: E402
+from leukomorph.review.db import AuditEvent, make_engine  # noqa: E402
+from leukomorph.review.store import add_user, import_results  # noqa: E402
+
+PW = "correct horse battery"
+
+
+@pytest.fixture
+def store(sample_dir, tmp_path, monkeypatch):
+    src = tmp_path / "cells"
+    shutil.copytree(sample_dir, src)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "demo"])
+    assert r.exit_code == 0, r.output
+    data = tmp_path / "store"
+    url = f"sqlite:///{data / 'review.sqlite'}"
+    data.mkdir()
+    _, factory = make_engine(url)
+    with factory() as s:
+        case = import_results(s, tmp_path / "out", data)
+        add_user(s, "hema", PW, "hematologist")
+        add_user(s, "tech", PW, "technologist")
+        case_id = case.id
+    return url, data, case_id, factory
+
+
+def _login(client, user="hema", pw=PW):
+    r = client.post("/login", data={"username": user, "password": pw}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    page = client.get("/").text
+    return page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_import_is_content_addressed_and_refuses_duplicates(store, tmp_path):
+    url, data, case_id, factory = store
+    imgs = list((data / "images").rglob("*.webp"))
+    assert len(imgs) == 31
+    with factory() as s:
+        with pytest.raises(Exception, match="already in the store"):
+            import_results(s, tmp_path / "out", data)
+
+
+def test_login_required_and_wrong_password(store):
+    url, data, case_id, _ = store
+    c = TestClient(create_app(url, data))
+    assert c.get(f"/cases/{case_id}").status_code == 401
+    assert c.get(f"/cases/{case_id}", headers={"accept": "text/html"}, follow_redirects=False).status_code == 303
+    r = c.post("/login", data={"username": "hema", "password": "nope-nope"}, follow_redirects=False)
+    assert r.headers["location"].startswith("/login?error")
+    assert c.get("/").status_code == 401
+
+
+def test_relabel_updates_differential_and_audit_then_signout(store):
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    assert "Review queue" in page and "Sign out case" in page
+    cell_ids = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})
+    # CSRF is required
+    r = c.post(f"/api/cells/{cell_ids[0]}/label", json={"label": "blast"})
+    assert r.status_code == 403
+    r = c.post(f"/api/cells/{cell_ids[0]}/label", json={"label": "blast"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    assert r.json()["differential"]["classes"]["blast"]["count"] >= 1
+    r = c.post(f"/api/cells/{cell_ids[0]}/label", json={"label": "not_a_class"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422
+    # sign-out refused while flagged cells are unreviewed
+    queue = page.split('id="queue"')[1].split("<h2>")[0]
+    flagged = [int(x) for x in re.findall(r'data-id="(\d+)"', queue) if int(x) != cell_ids[0]]
+    if flagged:
+        r = c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False)
+        assert r.status_code == 409
+        for cid in flagged:
+            assert (
+                c.post(
+                    f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf}
+                ).status_code
+                == 200
+            )
+    r = c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    report = c.get(f"/cases/{case_id}/reports/1")
+    assert report.status_code == 200 and "Signed out by <b>hema</b>" in report.text
+    # signed: closed for relabelling
+    r = c.post(f"/api/cells/{cell_ids[1]}/label", json={"label": "blast"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 409
+    csv_text = c.get(f"/cases/{case_id}/audit.csv").text
+    assert "relabel" in csv_text and "signed_out" in csv_text
+    # the audit log is append-only in the database too
+    with factory() as s:
+        ev = s.query(AuditEvent).first()
+        ev.after = "tampered"
+        with pytest.raises(Exception, match="append-only"):
+            s.commit()
+
+
+def test_roles_rate_limit_and_hostile_requests(store):
+    url, data, case_id, _ = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c, "tech")
+    r = c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 403  # technologists cannot sign out
+    assert c.get("/cells/999999/image").status_code == 404
+    assert c.get("/cells/..%2F..%2Fetc%2Fpasswd/image").status_code in (404, 422)
+    big = "x" * (200 * 1024)
+    r = c.post(
+        "/api/cells/1/label",
+        content=json.dumps({"label": big}),
+        headers={"X-CSRF-Token": csrf, "content-type": "application/json"},
+    )
+    assert r.status_code == 413
+    # SQL injection attempt in the login form is just a wrong user name
+    c2 = TestClient(create_app(url, data))
+    r = c2.post("/login", data={"username": "' OR 1=1 --", "password": "x' OR '1'='1"}, follow_redirects=False)
+    assert r.headers["location"].startswith("/login?error")
+    for _ in range(5):
+        c2.post("/login", data={"username": "hema", "password": "wrong-pass"}, follow_redirects=False)
+    assert c2.post("/login", data={"username": "hema", "password": PW}, follow_redirects=False).status_code == 429
