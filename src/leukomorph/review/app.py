@@ -20,6 +20,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -44,11 +45,19 @@ def _sha(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+class LabelIn(BaseModel):
+    label: str = Field(max_length=40)
+
+
 def differential_of(cells: list[Cell]) -> dict:
     """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
     counts: dict[str, int] = defaultdict(int)
     for c in cells:
         counts[c.current] += 1
+    return differential_from_counts(counts)
+
+
+def differential_from_counts(counts: dict[str, int]) -> dict:
     wbc = sum(v for k, v in counts.items() if k not in NON_WBC)
     rows = {}
     for k in CLASSES:
@@ -213,15 +222,13 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         return FileResponse(path)
 
     @app.post("/api/cells/{cell_id}/label")
-    async def relabel(cell_id: int, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+    def relabel(
+        cell_id: int, body: LabelIn, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)
+    ):
         csrf_ok(request, sess)
         if sess.user.role not in CAN_RELABEL:
             raise HTTPException(status_code=403, detail="your role cannot relabel")
-        try:
-            body = await request.json()
-            label = str(body["label"])
-        except Exception as exc:
-            raise HTTPException(status_code=422, detail="JSON body {'label': <class>} expected") from exc
+        label = body.label
         if label not in CLASSES:
             raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
         cell = s.get(Cell, cell_id)
@@ -229,12 +236,12 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             raise HTTPException(status_code=404, detail="no such cell")
         if cell.case.status == "signed":
             raise HTTPException(status_code=409, detail="case is signed out; relabelling is closed")
-        before = cell.current
+        before, new_version = cell.current, cell.version + 1
         # optimistic concurrency: the version check makes each write apply exactly once
         res = s.execute(
             update(Cell)
-            .where(Cell.id == cell.id, Cell.version == cell.version)
-            .values(label=label, reviewed_by=sess.user.username, reviewed_at=now(), version=cell.version + 1)
+            .where(Cell.id == cell.id, Cell.version == new_version - 1)
+            .values(label=label, reviewed_by=sess.user.username, reviewed_at=now(), version=new_version)
         )
         if res.rowcount != 1:
             s.rollback()
@@ -250,12 +257,20 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             )
         )
         s.commit()
-        s.refresh(cell)
-        cells = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id)))
-        todo = sum(1 for x in cells if x.review_flag and x.reviewed_at is None)
+        current_class = func.coalesce(Cell.label, Cell.predicted)
+        counts = dict(
+            s.execute(
+                select(current_class, func.count()).where(Cell.case_id == cell.case_id).group_by(current_class)
+            ).all()
+        )
+        todo = s.scalar(
+            select(func.count())
+            .select_from(Cell)
+            .where(Cell.case_id == cell.case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
+        )
         return {
-            "cell": {"id": cell.id, "label": cell.label, "version": cell.version},
-            "differential": differential_of(cells),
+            "cell": {"id": cell_id, "label": label, "version": new_version},
+            "differential": differential_from_counts(counts),
             "unreviewed_flagged": todo,
         }
 

@@ -125,6 +125,7 @@ def make_engine(url: str):
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the app, fast commits
             cur.close()
 
     Base.metadata.create_all(engine)

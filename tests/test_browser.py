@@ -1,0 +1,91 @@
+"""Browser test: Playwright driving Debian's chromium (headless) through log in, keyboard
+relabelling, sign-out and the audit log. Skipped with a reason when playwright or chromium is absent."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (apt install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(sample_dir, tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from leukomorph.cli.main import app as cli
+    from leukomorph.review.app import create_app
+    from leukomorph.review.db import make_engine
+    from leukomorph.review.store import add_user, import_results
+
+    shutil.copytree(sample_dir, tmp_path / "cells")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "demo"]).exit_code == 0
+    data = tmp_path / "store"
+    data.mkdir()
+    url = f"sqlite:///{data / 'review.sqlite'}"
+    _, factory = make_engine(url)
+    with factory() as s:
+        case_id = import_results(s, tmp_path / "out", data).id
+        add_user(s, "hema", "browser-test-pw", "hematologist")
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(url, data), host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", case_id
+    srv.should_exit = True
+    t.join(5)
+
+
+def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
+    base, case_id = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base + "/login")
+        page.fill("input[name=username]", "hema")
+        page.fill("input[name=password]", "browser-test-pw")
+        page.click("button")
+        page.click(f"a[href='/cases/{case_id}']")
+        page.wait_for_selector(".cell.focus")
+        blast_before = page.inner_text("#blast")
+        # the first tile has focus: '9' relabels it as a blast (KEYS in review.app)
+        page.keyboard.press("9")
+        for _ in range(50):  # polling in Python: the app's CSP forbids Playwright's eval-based waits
+            if page.inner_text("#blast") != blast_before:
+                break
+            page.wait_for_timeout(100)
+        assert page.inner_text("#blast") != blast_before
+        # confirm every flagged cell with Enter (the queue comes first, focus advances after each)
+        todo = int(page.inner_text("#todo"))
+        for _ in range(todo + 1):
+            if int(page.inner_text("#todo")) == 0:
+                break
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(150)
+        assert page.inner_text("#todo") == "0"
+        if os.environ.get("LEUKOMORPH_SCREENSHOT"):
+            page.screenshot(path=os.environ["LEUKOMORPH_SCREENSHOT"], full_page=False)
+        page.click("#signout")
+        page.wait_for_selector("text=Signed report v1")
+        page.click("text=Audit log")
+        text = page.inner_text("table")
+        assert "relabel" in text and "signed_out" in text and "blast" in text
+        browser.close()
