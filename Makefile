@@ -6,7 +6,7 @@ OUT ?= demo_output
 DEMO_STORE ?= demo_store
 DEMO_PASSWORD ?= leukomorph-demo
 
-.PHONY: demo test test-train bench lint clean
+.PHONY: demo test test-all test-train bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Review workstation: Playwright + Debian's chromium browser test and the loopback load test.
+# CI runs it after `make test`; without chromium (and no way to install it) the browser test is skipped.
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet 'playwright>=1.45'
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1))) || echo "chromium not installable here: browser test will be skipped"
+	$(BIN)/python -m pytest -m 'browser or load'
 
 # Optional: training tests on the small CPU build of torch (not part of `make test`).
 test-train: $(VENV)/.installed

@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+pytestmark = pytest.mark.load
+
 N_CELLS, N_USERS, PER_USER = 2000, 20, 25
 
 
