@@ -131,3 +131,24 @@ def test_roles_rate_limit_and_hostile_requests(store):
     for _ in range(5):
         c2.post("/login", data={"username": "hema", "password": "wrong-pass"}, follow_redirects=False)
     assert c2.post("/login", data={"username": "hema", "password": PW}, follow_redirects=False).status_code == 429
+
+
+def test_export_reviewed_labels_as_training_manifest(store, tmp_path):
+    from leukomorph.data import load_csv_manifest
+    from leukomorph.review.store import export_labels
+
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    cid = int(re.findall(r'data-id="(\d+)"', page)[0])
+    assert (
+        c.post(f"/api/cells/{cid}/label", json={"label": "monocyte"}, headers={"X-CSRF-Token": csrf}).status_code == 200
+    )
+    with factory() as s:
+        assert export_labels(s, data, tmp_path / "m0.csv") == 0  # case not signed yet
+        assert export_labels(s, data, tmp_path / "m1.csv", signed_only=False) == 1
+        with pytest.raises(Exception, match="exists"):
+            export_labels(s, data, tmp_path / "m1.csv", signed_only=False)
+    recs = load_csv_manifest(tmp_path / "m1.csv")
+    assert recs[0].classes == ("monocyte",) and recs[0].patient_id == "demo"

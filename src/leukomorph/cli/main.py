@@ -326,6 +326,27 @@ def add_user_cmd(
     console.print(f"user {username!r} ({role}) added")
 
 
+@app.command("export-labels")
+def export_labels_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="New CSV manifest (path,label,patient_id,...)."),
+    include_open: bool = typer.Option(False, "--include-open", help="Also cases not yet signed out."),
+    data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+) -> None:
+    """Export reviewed cell labels as a training manifest for `train-classifier --datasets`."""
+    home = _review_home(data_dir)
+    _, factory = _review_db(home, db_url)
+    from ..review.store import export_labels
+
+    with factory() as s:
+        try:
+            n = export_labels(s, home, out, signed_only=not include_open)
+        except LeukoMorphError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_EXISTS) from exc
+    console.print(f"{n} reviewed cells written to {out}")
+
+
 @app.command()
 def serve(
     data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..errors import ConfigError, DataError
 from .db import ROLES, AuditEvent, Case, Cell, User
 
-__all__ = ["add_user", "check_password", "import_results", "image_dir"]
+__all__ = ["add_user", "check_password", "export_labels", "image_dir", "import_results"]
 
 _PH = PasswordHasher()
 
@@ -107,3 +107,34 @@ def import_results(
     db.add(AuditEvent(username="import", case_id=case.id, action="case_imported", after=f"{len(rows)} cells from {rd}"))
     db.commit()
     return case
+
+
+def export_labels(
+    db: Session, data_dir: str | os.PathLike[str], out: str | os.PathLike[str], signed_only: bool = True
+) -> int:
+    """Write reviewed cells as a training manifest (``path,label,patient_id,case,predicted,reviewed_by``).
+
+    ``path`` is the stored image (absolute), ``patient_id`` the case name, so that
+    ``leukomorph train-classifier --datasets manifest.csv`` keeps each case on one side of a split.
+    Only cells a reviewer confirmed or relabelled are written (by default only from signed cases).
+    Returns the number of rows.
+    """
+    from .db import Case, Cell
+
+    images = image_dir(data_dir).resolve()
+    q = select(Cell, Case).join(Case, Cell.case_id == Case.id).where(Cell.label.is_not(None))
+    if signed_only:
+        q = q.where(Case.status == "signed")
+    outp = Path(out)
+    if outp.exists():
+        raise DataError(f"{outp}: exists; choose a new file (nothing is overwritten)")
+    n = 0
+    with outp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient_id", "case", "predicted", "reviewed_by"])
+        for cell, case in db.execute(q.order_by(Cell.id)):
+            w.writerow(
+                [str(images / cell.image_file), cell.label, case.name, case.name, cell.predicted, cell.reviewed_by]
+            )
+            n += 1
+    return n
