@@ -90,3 +90,32 @@ def test_analyze_with_classical_morphometrics(sample_dir, tmp_path):
     assert all(0 < float(r["nc_ratio"]) <= 1 for r in rows if r["nc_ratio"])
     bad = CliRunner().invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "x"), "--morphometrics", "x"])
     assert bad.exit_code == 2
+
+
+def test_analyze_fields_detects_and_classifies_each_cell(tmp_path):
+    from leukomorph.detect import average_precision, detect_white_cells
+
+    field = np.full((400, 600, 3), (235, 200, 200), np.uint8)
+    centres = [(100, 100), (300, 250), (500, 120)]
+    for cx, cy in centres:
+        cv2.circle(field, (cx, cy), 30, (190, 170, 215), -1)
+        cv2.circle(field, (cx, cy), 18, (90, 40, 140), -1)
+    found = detect_white_cells(field)
+    assert len(found) == 3
+    truth = {"f": [(cx - 30, cy - 30, cx + 30, cy + 30) for cx, cy in centres]}
+    assert average_precision([("f", (d.x0, d.y0, d.x1, d.y1), d.score) for d in found], truth, 0.3)["ap"] == 1.0
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(field).save(src / "field.png")
+    Image.fromarray(np.full((300, 300, 3), 230, np.uint8)).save(src / "empty.png")
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["analyze", str(src), "--out", str(out), "--fields"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    cells = [r for r in rows if r["predicted_class"]]
+    assert len(cells) == 3 and all(
+        r["image"].endswith("field.png") and r["path"].startswith(r["image"] + "#") for r in cells
+    )
+    assert all(0 <= int(r["x0"]) < int(r["x1"]) <= 600 for r in cells)
+    empty = [r for r in rows if r["image"].endswith("empty.png")]
+    assert len(empty) == 1 and "0 white cells detected" in empty[0]["notes"]

@@ -20,6 +20,7 @@ from .aggregate import differential, suggest
 from .aggregate.case_model import cell_contributions, load_case_model
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
+from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
 from .io import read_image
@@ -47,6 +48,8 @@ class AnalyzeConfig:
     tta: str | None = None
     #: attach the model card's conformal prediction sets (review_flag also uses them)
     conformal: bool = True
+    #: inputs are smear fields: detect white cells (classical detector), classify each cell crop
+    fields: bool = False
     #: per-cell morphometrics from nucleus/cytoplasm segmentation: None (off), "model" (the
     #: segmentation model ``segmenter``) or "classical" (colour + Otsu baseline)
     morphometrics: str | None = None
@@ -87,6 +90,8 @@ class CaseResult:
     saliency: dict[str, np.ndarray] = field(default_factory=dict)
     #: per-cell morphometrics (segment.MORPHOMETRIC_COLUMNS) when requested
     morphometrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: field mode: cell source id ("<image>#<n>") → image path, box (pixels), detection score
+    detections: dict[str, dict] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -100,6 +105,26 @@ def _thumb(rgb: np.ndarray, px: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     s = px / max(h, w)
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+#: field mode: the crop around a detected cell is this many times the box's longer side, so the
+#: cell fills about as much of the crop as in the CellaVision crops the classifier learned from
+FIELD_CROP_FACTOR = 2.2
+
+
+def field_crop(rgb: np.ndarray, d) -> np.ndarray:
+    """Square crop centred on a detection, padded with the field's border colour at the edges."""
+    h, w = rgb.shape[:2]
+    side = int(max(d.x1 - d.x0, d.y1 - d.y0) * FIELD_CROP_FACTOR)
+    cx, cy = (d.x0 + d.x1) // 2, (d.y0 + d.y1) // 2
+    x0, y0 = cx - side // 2, cy - side // 2
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        fill = tuple(int(v) for v in np.median(border, axis=0))
+        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+        x0, y0 = x0 + pad, y0 + pad
+    return np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
 
 
 def _crop_warnings(shape: tuple[int, int]) -> tuple[str, ...]:
@@ -125,11 +150,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _saliency(model, sources: Sequence[str], by_src: dict[str, CellPrediction]) -> dict[str, np.ndarray]:
+def _saliency(
+    model, sources: Sequence[str], by_src: dict[str, CellPrediction], detections: dict[str, dict]
+) -> dict[str, np.ndarray]:
     out = {}
     for s in sources:
         try:
-            crop = read_image(s).pixels
+            if s in detections:
+                d = detections[s]
+                box = Detection(d["x0"], d["y0"], d["x1"], d["y1"], d["detection_score"])
+                crop = field_crop(read_image(d["image"]).pixels, box)
+            else:
+                crop = read_image(s).pixels
         except ImageReadError as exc:  # changed on disk since it was classified
             log.warning("no saliency for %s: %s", s, exc.reason)
             continue
@@ -222,6 +254,7 @@ def run_case(
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
     thumbs: dict[str, np.ndarray] = {}
+    detections: dict[str, dict] = {}
     total, done = len(paths), 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, total, config.batch_size):
@@ -232,6 +265,24 @@ def run_case(
                     log.warning("skipped %s: %s", item.source, item.reason)
                     skipped.append(item)
                     inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
+                elif config.fields:
+                    found = detect_white_cells(item.pixels)
+                    note = (f"{len(found)} white cells detected (classical detector)",)
+                    inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes + note, item.shape))
+                    for i, d in enumerate(found):
+                        src = f"{item.source}#{i + 1}"
+                        crop = field_crop(item.pixels, d)
+                        crops.append(crop)
+                        sources.append(src)
+                        thumbs[src] = _thumb(crop, config.thumbnail_px)
+                        detections[src] = {
+                            "image": item.source,
+                            "x0": d.x0,
+                            "y0": d.y0,
+                            "x1": d.x1,
+                            "y1": d.y1,
+                            "detection_score": round(d.score, 4),
+                        }
                 else:
                     crops.append(item.pixels)
                     sources.append(item.source)
@@ -265,7 +316,7 @@ def run_case(
     scores = case_scores(case_models, model, preds)
     sug = suggest(diff, preds, config.rules, scores)
     t_sal = time.perf_counter()
-    sal = _saliency(model, sug.evidence, {p.source: p for p in preds}) if config.saliency else {}
+    sal = _saliency(model, sug.evidence, {p.source: p for p in preds}, detections) if config.saliency else {}
     t_sal = time.perf_counter() - t_sal
     card = getattr(model, "card", None)
     model_info = (
@@ -285,6 +336,7 @@ def run_case(
         case_scores=scores,
         saliency=sal,
         morphometrics=morpho,
+        detections=detections,
         thumbnails=thumbs,
         model=model_info,
         config=config,

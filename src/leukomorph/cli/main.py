@@ -111,6 +111,9 @@ def analyze(
         help="Add per-cell morphometrics to cells.csv: 'model' (segmentation U-Net) or 'classical'.",
     ),
     pixel_size: float = typer.Option(None, "--pixel-size", help="µm per pixel of the crops (areas in µm²)."),
+    fields: bool = typer.Option(
+        False, "--fields", help="Inputs are smear fields: detect white cells (classical detector), classify each."
+    ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import DEFAULT_CLASSIFIER, load_classifier
@@ -127,6 +130,7 @@ def analyze(
         tta=tta,
         morphometrics=morpho,
         pixel_size_um=pixel_size,
+        fields=fields,
     )
     try:
         cases = _cases(paths, per_folder, case)

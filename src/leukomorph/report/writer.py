@@ -140,12 +140,15 @@ def write_outputs(
     paths = {name: out / name for name in OUTPUT_FILES}
     classes = result.predictions[0].classes if result.predictions else ()
     by_src = {p.source: p for p in result.predictions}
+    inputs_by_path = {i.path: i for i in result.inputs}
     morpho_cols = list(MORPHOMETRIC_COLUMNS) if result.morphometrics else []
+    det_cols = ["image", "x0", "y0", "x1", "y1", "detection_score"] if result.detections else []
     with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(
             [
                 "path",
+                *det_cols,
                 "predicted_class",
                 "confidence",
                 "prediction_set",
@@ -156,20 +159,43 @@ def write_outputs(
                 "notes",
             ]
         )
-        for inp in result.inputs:
-            p = by_src.get(inp.path)
+        rows = []
+        if result.detections:  # field mode: one row per detected cell, then inputs without any
+            with_cells = {d["image"] for d in result.detections.values()}
+            rows = [(src, inputs_by_path[d["image"]]) for src, d in result.detections.items()]
+            rows += [(inp.path, inp) for inp in result.inputs if inp.path not in with_cells]
+        else:
+            rows = [(inp.path, inp) for inp in result.inputs]
+        for src, inp in rows:
+            p = by_src.get(src)
+            det = result.detections.get(src, {})
+            dvals = [det.get(c, inp.path if c == "image" else "") for c in det_cols]
             if p is None:
-                w.writerow([inp.path, "", "", "", "", *[""] * len(classes), *[""] * len(morpho_cols), inp.status, ""])
+                w.writerow(
+                    [
+                        src,
+                        *dvals,
+                        "",
+                        "",
+                        "",
+                        "",
+                        *[""] * len(classes),
+                        *[""] * len(morpho_cols),
+                        inp.status,
+                        "; ".join(inp.notes),
+                    ]
+                )
             else:
                 w.writerow(
                     [
-                        inp.path,
+                        src,
+                        *dvals,
                         p.predicted_class,
                         f"{p.confidence:.4f}",
                         "|".join(p.prediction_set),
                         str(needs_review(p, result.config.low_confidence)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
-                        *[_fmt(result.morphometrics.get(inp.path, {}).get(c)) for c in morpho_cols],
+                        *[_fmt(result.morphometrics.get(src, {}).get(c)) for c in morpho_cols],
                         "ok",
                         "; ".join(inp.notes),
                     ]
