@@ -119,3 +119,10 @@ def test_analyze_fields_detects_and_classifies_each_cell(tmp_path):
     assert all(0 <= int(r["x0"]) < int(r["x1"]) <= 600 for r in cells)
     empty = [r for r in rows if r["image"].endswith("empty.png")]
     assert len(empty) == 1 and "0 white cells detected" in empty[0]["notes"]
+    import json
+
+    geo = json.loads((out / "detections.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 3
+    assert geo["features"][0]["geometry"]["type"] == "Polygon"
+    coco = json.loads((out / "detections.coco.json").read_text())
+    assert len(coco["annotations"]) == 3 and coco["images"][0]["width"] == 600

@@ -29,6 +29,8 @@ from ..taxonomy import LINEAGE, NON_WBC
 __all__ = ["OUTPUT_FILES", "prepare_output_dir", "write_outputs"]
 
 OUTPUT_FILES = ("cells.csv", "results.json", "report.html", "run.json")
+#: written in field mode only (detections as QuPath-readable GeoJSON and as COCO)
+FIELD_FILES = ("detections.geojson", "detections.coco.json")
 GALLERY_LIMIT = 200
 
 
@@ -36,7 +38,7 @@ def prepare_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(str(out))
-    if out.is_dir() and not overwrite and any((out / f).exists() for f in OUTPUT_FILES):
+    if out.is_dir() and not overwrite and any((out / f).exists() for f in OUTPUT_FILES + FIELD_FILES):
         raise OutputExistsError(str(out))
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -217,7 +219,108 @@ def write_outputs(
     }
     paths["run.json"].write_text(jsonio.dumps(run, indent=2), encoding="utf-8")
     paths["report.html"].write_text(render_html(result, results), encoding="utf-8")
+    if result.detections:
+        paths.update(_write_detections(result, out))
     return paths
+
+
+def _write_detections(result, out: Path) -> dict[str, Path]:
+    """GeoJSON (one FeatureCollection; QuPath imports it with File > Import objects, boxes as
+    polygons with the class as ``classification``) and COCO (images, categories, annotations)."""
+    by_src = {p.source: p for p in result.predictions}
+    feats = []
+    images: dict[str, int] = {}
+    anns = []
+    cats = {c: i + 1 for i, c in enumerate(result.predictions[0].classes)} if result.predictions else {}
+    inputs = {i.path: i for i in result.inputs}
+    for src, d in result.detections.items():
+        p = by_src.get(src)
+        cls = p.predicted_class if p else "unclassified"
+        x0, y0, x1, y1 = d["x0"], d["y0"], d["x1"], d["y1"]
+        feats.append(
+            {
+                "type": "Feature",
+                "id": src,
+                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+                "properties": {
+                    "objectType": "detection",
+                    "image": d["image"],
+                    "classification": {"name": cls},
+                    "measurements": {
+                        "detection_score": d["detection_score"],
+                        "confidence": round(p.confidence, 4) if p else None,
+                    },
+                },
+            }
+        )
+        if d["image"] not in images:
+            images[d["image"]] = len(images) + 1
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": images[d["image"]],
+                "category_id": cats.get(cls, 0),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+                "iscrowd": 0,
+                "score": round(p.confidence, 4) if p else None,
+                "detection_score": d["detection_score"],
+            }
+        )
+    coco = {
+        "info": {"description": f"LeukoMorph detections, case {result.case}", "version": result.versions["leukomorph"]},
+        "images": [
+            {
+                "id": i,
+                "file_name": path,
+                "width": (inputs[path].shape or (0, 0))[1],
+                "height": (inputs[path].shape or (0, 0))[0],
+            }
+            for path, i in images.items()
+        ],
+        "categories": [{"id": i, "name": c} for c, i in cats.items()],
+        "annotations": anns,
+    }
+    paths = {"detections.geojson": out / "detections.geojson", "detections.coco.json": out / "detections.coco.json"}
+    paths["detections.geojson"].write_text(jsonio.dumps({"type": "FeatureCollection", "features": feats}, indent=1))
+    paths["detections.coco.json"].write_text(jsonio.dumps(coco, indent=1))
+    return paths
+
+
+FIELD_VIEW_LIMIT = 24
+
+
+def _field_views(result) -> list[dict]:
+    """Field images with their detections boxed and labelled (first FIELD_VIEW_LIMIT fields)."""
+    if not result.detections:
+        return []
+    from ..errors import ImageReadError
+    from ..io import read_image
+
+    by_img: dict[str, list] = {}
+    for src, d in result.detections.items():
+        by_img.setdefault(d["image"], []).append((src, d))
+    by_src = {p.source: p for p in result.predictions}
+    out = []
+    for path, dets in list(by_img.items())[:FIELD_VIEW_LIMIT]:
+        try:
+            img = read_image(path).pixels.copy()
+        except ImageReadError:
+            continue
+        lw = max(1, min(img.shape[:2]) // 200)
+        for src, d in dets:
+            p = by_src.get(src)
+            colour = (
+                (192, 57, 43) if p and p.predicted_class in ("blast", "promonocyte", "promyelocyte") else (31, 120, 180)
+            )
+            cv2.rectangle(img, (d["x0"], d["y0"]), (d["x1"], d["y1"]), colour, lw)
+            label = f"{src.rsplit('#', 1)[1]} {p.predicted_class if p else '?'}"
+            cv2.putText(img, label, (d["x0"], max(12, d["y0"] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * lw, colour, lw)
+        s = min(1.0, 640 / img.shape[1])
+        if s < 1:
+            img = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        out.append({"path": path, "src": _png_b64(img), "n": len(dets)})
+    return out
 
 
 def render_html(result, results: dict) -> str:
@@ -281,4 +384,5 @@ def render_html(result, results: dict) -> str:
         limit=GALLERY_LIMIT,
         non_wbc=NON_WBC,
         isfinite=math.isfinite,
+        fields=_field_views(result),
     )
