@@ -152,3 +152,30 @@ def test_export_reviewed_labels_as_training_manifest(store, tmp_path):
             export_labels(s, data, tmp_path / "m1.csv", signed_only=False)
     recs = load_csv_manifest(tmp_path / "m1.csv")
     assert recs[0].classes == ("monocyte",) and recs[0].patient_id == "demo"
+
+
+def test_schema_is_under_alembic(tmp_path):
+    from sqlalchemy import text
+
+    engine, _ = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    with engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")  # re-opening an up-to-date store is a no-op
+
+
+def test_postgresql_store(tmp_path, sample_dir, monkeypatch):
+    import os
+
+    url = os.environ.get("LEUKOMORPH_TEST_POSTGRES")
+    if not url:
+        pytest.skip(
+            "set LEUKOMORPH_TEST_POSTGRES=postgresql+psycopg://user:pw@host/db (and install psycopg) "
+            "to run the store against a real PostgreSQL server"
+        )
+    shutil.copytree(sample_dir, tmp_path / "cells")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
+    _, factory = make_engine(url)
+    with factory() as s:
+        case = import_results(s, tmp_path / "out", tmp_path / "store", name=f"pg-{os.getpid()}")
+        assert len(case.cells) == 31

@@ -113,6 +113,20 @@ class SignedReport(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+def migrate(engine) -> None:
+    """Bring the schema to the newest Alembic revision (creates it in an empty database)."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("leukomorph.review") / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
 def make_engine(url: str):
     """Engine + session factory; SQLite gets WAL, foreign keys and append-only audit triggers."""
     is_sqlite = url.startswith("sqlite")
@@ -128,7 +142,7 @@ def make_engine(url: str):
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the app, fast commits
             cur.close()
 
-    Base.metadata.create_all(engine)
+    migrate(engine)
     if is_sqlite:
         with engine.begin() as c:
             for op in ("UPDATE", "DELETE"):
