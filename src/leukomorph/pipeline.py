@@ -20,6 +20,7 @@ from .aggregate import differential, suggest
 from .aggregate.case_model import cell_contributions, load_case_model
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
+from .classify.attributes import load_attribute_model
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
@@ -48,6 +49,9 @@ class AnalyzeConfig:
     tta: str | None = None
     #: attach the model card's conformal prediction sets (review_flag also uses them)
     conformal: bool = True
+    #: WBCAtt attribute model (registry name or card path; None: off). Applied only when it was
+    #: fitted on the cell model in use (else results.json says why).
+    attributes: str | None = None
     #: inputs are smear fields: detect white cells (classical detector), classify each cell crop
     fields: bool = False
     #: per-cell morphometrics from nucleus/cytoplasm segmentation: None (off), "model" (the
@@ -92,6 +96,8 @@ class CaseResult:
     morphometrics: dict[str, dict[str, float]] = field(default_factory=dict)
     #: field mode: cell source id ("<image>#<n>") → image path, box (pixels), detection score
     detections: dict[str, dict] = field(default_factory=dict)
+    #: WBCAtt attributes per cell: source → attribute → (value, probability)
+    attributes: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -243,8 +249,19 @@ def run_case(
     conformal = model_conformal(model) if config.conformal else None
     case_models = [load_case_model(n) for n in config.case_models]  # integrity errors before any work
     card = getattr(model, "card", None)
-    want_emb = getattr(model, "has_embedding", False) and any(
-        cm.needs_embeddings and card is not None and cm.depends_on.get("sha256") == card.sha256 for cm in case_models
+    attr_model = load_attribute_model(config.attributes) if config.attributes else None
+    attr_ok = (
+        attr_model is not None
+        and card is not None
+        and attr_model.depends_on.get("sha256") == card.sha256
+        and getattr(model, "has_embedding", False)
+    )
+    want_emb = getattr(model, "has_embedding", False) and (
+        attr_ok
+        or any(
+            cm.needs_embeddings and card is not None and cm.depends_on.get("sha256") == card.sha256
+            for cm in case_models
+        )
     )
     if config.morphometrics not in (None, "model", "classical"):
         raise ConfigError(f"morphometrics must be 'model', 'classical' or None, not {config.morphometrics!r}")
@@ -312,6 +329,11 @@ def run_case(
             if progress is not None:
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
+    attrs: dict[str, dict[str, tuple[str, float]]] = {}
+    if attr_ok and preds:
+        got = attr_model.predict(np.stack([p.embedding for p in preds]))
+        for i, p in enumerate(preds):
+            attrs[p.source] = {a: got[a][i] for a in got}
     diff = differential(preds, model.classes)
     scores = case_scores(case_models, model, preds)
     sug = suggest(diff, preds, config.rules, scores)
@@ -325,6 +347,13 @@ def run_case(
         else {"name": type(model).__name__, "version": "", "sha256": "", "card": ""}
     )
     model_info["tta"] = tta
+    if attr_model is not None:
+        model_info["attributes"] = {
+            "name": attr_model.name,
+            "version": attr_model.version,
+            "applied": attr_ok,
+            "note": "" if attr_ok else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
+        }
     model_info["conformal"] = conformal.to_dict() if conformal is not None else None
     return CaseResult(
         case=case,
@@ -337,6 +366,7 @@ def run_case(
         saliency=sal,
         morphometrics=morpho,
         detections=detections,
+        attributes=attrs,
         thumbnails=thumbs,
         model=model_info,
         config=config,

@@ -145,6 +145,7 @@ def write_outputs(
     inputs_by_path = {i.path: i for i in result.inputs}
     morpho_cols = list(MORPHOMETRIC_COLUMNS) if result.morphometrics else []
     det_cols = ["image", "x0", "y0", "x1", "y1", "detection_score"] if result.detections else []
+    attr_names = list(next(iter(result.attributes.values())).keys()) if result.attributes else []
     with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -157,6 +158,7 @@ def write_outputs(
                 "review_flag",
                 *[f"p_{c}" for c in classes],
                 *morpho_cols,
+                *[f"attr_{a}" for a in attr_names],
                 "status",
                 "notes",
             ]
@@ -183,6 +185,7 @@ def write_outputs(
                         "",
                         *[""] * len(classes),
                         *[""] * len(morpho_cols),
+                        *[""] * len(attr_names),
                         inp.status,
                         "; ".join(inp.notes),
                     ]
@@ -198,6 +201,7 @@ def write_outputs(
                         str(needs_review(p, result.config.low_confidence)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
                         *[_fmt(result.morphometrics.get(src, {}).get(c)) for c in morpho_cols],
+                        *[result.attributes.get(src, {}).get(a, ("", 0))[0] for a in attr_names],
                         "ok",
                         "; ".join(inp.notes),
                     ]
