@@ -327,6 +327,25 @@ def _field_views(result) -> list[dict]:
     return out
 
 
+def attribute_text(attrs: dict[str, tuple[str, float]]) -> str:
+    """A short morphology description from WBCAtt attributes, e.g. "big round cell; segmented nucleus,
+    densely packed chromatin, low N:C; light blue cytoplasm, small pink granules"."""
+    if not attrs:
+        return ""
+    v = {k: val for k, (val, _) in attrs.items()}
+    gran = (
+        f"{v.get('granule_type', '')} {v.get('granule_colour', '')} granules"
+        if v.get("granularity") == "yes"
+        else "no granules"
+    )
+    vac = ", vacuoles" if v.get("cytoplasm_vacuole") == "yes" else ""
+    return (
+        f"{v.get('cell_size', '')} {v.get('cell_shape', '')} cell; {v.get('nucleus_shape', '')} nucleus, "
+        f"{v.get('chromatin_density', '')} chromatin, N:C {v.get('nuclear_cytoplasmic_ratio', '')}; "
+        f"{v.get('cytoplasm_colour', '')} {v.get('cytoplasm_texture', '')} cytoplasm, {gran}{vac}"
+    )
+
+
 def render_html(result, results: dict) -> str:
     env = Environment(
         loader=PackageLoader("leukomorph.report", "templates"), autoescape=select_autoescape(["html", "j2"])
@@ -372,6 +391,7 @@ def render_html(result, results: dict) -> str:
             "conf": by_src[s].confidence,
             "cls": by_src[s].predicted_class,
             "sal": _png_b64(result.saliency[s]) if s in result.saliency else "",
+            "attr": attribute_text(result.attributes.get(s, {})),
         }
         for s in result.suggestion.evidence
     ]
