@@ -172,3 +172,40 @@ def test_mil_forward_is_a_permutation_invariant_attention_pool():
     assert p2 == pytest.approx(p) and np.allclose(att2, att[perm])
     # a bag of copies of one cell scores like that cell alone
     assert mil_forward(params, bag[:1].repeat(5, 0))[0] == pytest.approx(mil_forward(params, bag[:1])[0])
+
+
+def test_attribute_model_predicts_wbcatt_values_and_checks_hash(tmp_path):
+    import hashlib
+
+    from leukomorph.classify.attributes import load_attribute_model
+    from leukomorph.report.writer import attribute_text
+
+    d = 4
+    params = {"mean": np.zeros(d), "scale": np.ones(d)}
+    vocab = {"cell_size": ["big", "small"], "granularity": ["no", "yes"]}
+    params["cell_size__w"] = np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
+    params["cell_size__b"] = np.zeros(2)
+    params["granularity__w"] = np.array([[0, 1.0, 0, 0], [0, -1.0, 0, 0]])
+    params["granularity__b"] = np.zeros(2)
+    with (tmp_path / "a.npz").open("wb") as fh:
+        np.savez(fh, **params)
+    card = {
+        "name": "attr",
+        "version": "0",
+        "task": "attribute-classification",
+        "file": "a.npz",
+        "sha256": hashlib.sha256((tmp_path / "a.npz").read_bytes()).hexdigest(),
+        "classes": list(vocab),
+        "input": {"features": "cell_embedding"},
+        "vocabulary": vocab,
+        "depends_on": {"name": "x", "sha256": "y"},
+    }
+    (tmp_path / "attr.json").write_text(json.dumps(card))
+    m = load_attribute_model(str(tmp_path / "attr.json"))
+    out = m.predict(np.array([[2.0, -2.0, 0, 0], [-2.0, 2.0, 0, 0]]))
+    assert [v for v, _ in out["cell_size"]] == ["big", "small"]
+    assert [v for v, _ in out["granularity"]] == ["yes", "no"]
+    assert "big" in attribute_text({"cell_size": ("big", 0.9), "granularity": ("no", 0.8)})
+    (tmp_path / "a.npz").write_bytes(b"tampered")
+    with pytest.raises(ModelIntegrityError):
+        load_attribute_model(str(tmp_path / "attr.json"))
