@@ -126,3 +126,19 @@ def test_analyze_fields_detects_and_classifies_each_cell(tmp_path):
     assert geo["features"][0]["geometry"]["type"] == "Polygon"
     coco = json.loads((out / "detections.coco.json").read_text())
     assert len(coco["annotations"]) == 3 and coco["images"][0]["width"] == 600
+
+
+def test_bundled_unet_segments_sample_crops(sample_dir, tmp_path):
+    from leukomorph.io import read_image
+    from leukomorph.models.registry import load_segmenter
+
+    seg = load_segmenter()
+    crops = [read_image(p).pixels for p in sorted(sample_dir.glob("*.webp"))[:4]]
+    for c, lab in zip(crops, seg.segment_many(crops), strict=True):
+        assert lab.shape == c.shape[:2] and set(np.unique(lab)) <= {0, 1, 2}
+        assert (lab == 2).sum() > 0.01 * lab.size  # a nucleus is found
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["analyze", str(sample_dir), "--out", str(out), "--morphometrics", "model"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert sum(0 < float(r["nc_ratio"]) < 1 for r in rows if r["nc_ratio"]) > 20
