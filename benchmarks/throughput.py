@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--tta", default=None, help="override the model card's test-time augmentation")
+    ap.add_argument("--model", default=None, help="model name or card path (default: the bundled default)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "cells"
@@ -52,6 +53,8 @@ def main() -> None:
         cmd = [*exe, "analyze", str(src), "--out", str(Path(tmp) / "out"), "--threads", str(args.threads)]
         if args.tta:
             cmd += ["--tta", args.tta]
+        if args.model:
+            cmd += ["--model", args.model]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - t

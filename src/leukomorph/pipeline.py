@@ -51,7 +51,7 @@ class AnalyzeConfig:
     conformal: bool = True
     #: WBCAtt attribute model (registry name or card path; None: off). Applied only when it was
     #: fitted on the cell model in use (else results.json says why).
-    attributes: str | None = None
+    attributes: str | None = "leukomorph-wbcatt"
     #: inputs are smear fields: detect white cells (classical detector), classify each cell crop
     fields: bool = False
     #: per-cell morphometrics from nucleus/cytoplasm segmentation: None (off), "model" (the
@@ -156,11 +156,15 @@ def _versions() -> dict[str, str]:
     }
 
 
+#: occlusion grid (grid² forward passes per cell) and how many evidence cells get a map
+SALIENCY_GRID, SALIENCY_CELLS = 6, 8
+
+
 def _saliency(
     model, sources: Sequence[str], by_src: dict[str, CellPrediction], detections: dict[str, dict]
 ) -> dict[str, np.ndarray]:
     out = {}
-    for s in sources:
+    for s in list(sources)[:SALIENCY_CELLS]:
         try:
             if s in detections:
                 d = detections[s]
@@ -171,7 +175,7 @@ def _saliency(
         except ImageReadError as exc:  # changed on disk since it was classified
             log.warning("no saliency for %s: %s", s, exc.reason)
             continue
-        out[s] = overlay(crop, occlusion_map(model, crop, by_src[s].index))
+        out[s] = overlay(crop, occlusion_map(model, crop, by_src[s].index, grid=SALIENCY_GRID))
     return out
 
 

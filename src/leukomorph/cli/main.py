@@ -379,14 +379,16 @@ def models() -> None:
     """List bundled models (their cards)."""
     from ..models import list_cards
 
-    t = Table("name", "version", "task", "input", "sha256")
+    t = Table("version", "task", "input", "sha256")
+    t.add_column("name", no_wrap=True, min_width=24)
+    t.columns.insert(0, t.columns.pop())
     for c in list_cards():
         desc = (
             f"{c.input_size}px {c.input.get('dtype', '')}"
             if "size" in c.input
             else f"{c.input.get('features', '')} of {c.raw.get('depends_on', {}).get('name', '?')}"
         )
-        t.add_row(c.name, c.version, c.task, desc, c.sha256[:16])
+        t.add_row(c.name, c.version, c.task, desc, c.sha256[:12])
     Console().print(t)
 
 
