@@ -113,7 +113,7 @@ def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel:
             version=card.version,
             target=card.raw["target"],
             positive=card.raw["positive"],
-            params={k: params[k] for k in PARAM_NAMES},
+            params={k: params[k] for k in (*PARAM_NAMES, "platt_a", "platt_b") if k in params},
             depends_on=dict(card.raw["depends_on"]),
             card_path=card.card_path,
             raw=card.raw,

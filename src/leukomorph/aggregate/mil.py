@@ -30,6 +30,8 @@ def mil_forward(params: dict[str, np.ndarray], emb: np.ndarray) -> tuple[float, 
     a /= a.sum()
     z = a @ h
     logit = float(z @ params["c"] + params["c0"])
+    if "platt_a" in params:  # recalibration to the training cohort's prevalence
+        logit = float(params["platt_a"]) * logit + float(params["platt_b"])
     return float(1 / (1 + np.exp(-logit))), a
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
@@ -167,8 +168,17 @@ def fit_mil_model(
             "auroc_ci95": [a[1], a[2]],
             "brier": float(brier_score_loss(y[it], s)),
         }
+    # Platt recalibration of the class-weighted MIL output to the cohort's prevalence, fitted on the
+    # cross-validated (out-of-fold) scores
+    eps = 1e-6
+    lo = np.log(np.clip(mean_oof_raw := oof.mean(0), eps, 1 - eps) / np.clip(1 - mean_oof_raw, eps, 1))
+    platt = LogisticRegression(C=1e6).fit(lo.reshape(-1, 1), y)
+    pa, pb = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    cal = 1 / (1 + np.exp(-(pa * lo + pb)))
+    cv["brier_after_platt_in_sample"] = float(brier_score_loss(y, cal))
     final = _fit(bags, y, epochs, seed=0)
     params = final.params()
+    params["platt_a"], params["platt_b"] = np.asarray(pa), np.asarray(pb)
     # applicability on the probability features, as for the logistic case model
     feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
     fm, fs = feats.mean(0), feats.std(0) + 1e-6
