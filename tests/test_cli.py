@@ -30,7 +30,7 @@ def test_analyze_sample_writes_all_outputs(sample_dir, tmp_path):
     assert res["suggestion"]["code"] == "no_leukemic_pattern"
     assert len(res["input_checksums"]) == 31
     html = (out / "report.html").read_text()
-    assert "Decision support, not a diagnosis" in html and "data:image/png;base64" in html
+    assert "Decision support, not a diagnosis" in html and "data:image/svg+xml;base64" in html
     assert "http://" not in html and "https://" not in html  # self-contained
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert len(rows) == 31 and all(r["status"] == "ok" for r in rows)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import math
 import os
 from dataclasses import asdict
@@ -50,29 +49,43 @@ def _png_b64(rgb: np.ndarray) -> str:
 
 
 def _chart(result) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Horizontal bar chart of the white-cell differential with 95% CI whiskers, as an SVG data URI
+    (no plotting library: nothing to import, crisp at any zoom)."""
     # white cells only: non-white cells are per 100 WBC and can dwarf the differential (table has them)
     rows = [c for c in result.differential.counts if c.count > 0 and c.name not in NON_WBC]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 3) + 0.8), dpi=100)
-    names = [c.name.replace("_", " ") for c in rows]
-    pct = [c.percent for c in rows]
-    lo = [max(0.0, c.percent - c.ci_low) for c in rows]
-    hi = [max(0.0, c.ci_high - c.percent) if math.isfinite(c.ci_high) else 0.0 for c in rows]
-    # red: blasts and the cells that count as blast equivalents (promyelocytes in APL)
-    colours = ["#c0392b" if c.name in ("blast", "promonocyte", "promyelocyte") else "#2c7fb8" for c in rows]
-    ax.barh(names, pct, xerr=[lo, hi], color=colours, capsize=3)
-    ax.invert_yaxis()
-    ax.set_xlabel("% of white cells, 95% CI")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    if not rows:
+        return ""
+    left, width, bar, gap = 150, 420, 16, 8
+    height = 30 + len(rows) * (bar + gap) + 30
+    top = max(10.0, max(c.ci_high if math.isfinite(c.ci_high) else c.percent for c in rows))
+    top = 10 * math.ceil(top / 10)
+
+    def x(v: float) -> float:
+        return left + width * min(v, top) / top
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" height="{height}" '
+        'font-family="sans-serif" font-size="12">'
+    ]
+    for t in range(0, int(top) + 1, max(10, int(top) // 10)):
+        parts.append(f'<line x1="{x(t):.1f}" y1="20" x2="{x(t):.1f}" y2="{height - 28}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 14}" text-anchor="middle">{t}</text>')
+    for k, c in enumerate(rows):
+        y = 24 + k * (bar + gap)
+        # red: blasts and the cells that count as blast equivalents (promyelocytes in APL)
+        colour = "#c0392b" if c.name in ("blast", "promonocyte", "promyelocyte") else "#2c7fb8"
+        hi = c.ci_high if math.isfinite(c.ci_high) else c.percent
+        name = c.name.replace("_", " ")
+        parts += [
+            f'<text x="{left - 6}" y="{y + bar - 4}" text-anchor="end">{name}</text>',
+            f'<rect x="{left}" y="{y}" width="{x(c.percent) - left:.1f}" height="{bar}" fill="{colour}"/>',
+            f'<line x1="{x(c.ci_low):.1f}" y1="{y + bar / 2}" x2="{x(hi):.1f}" y2="{y + bar / 2}" stroke="#222"/>',
+            f'<line x1="{x(c.ci_low):.1f}" y1="{y + 3}" x2="{x(c.ci_low):.1f}" y2="{y + bar - 3}" stroke="#222"/>',
+            f'<line x1="{x(hi):.1f}" y1="{y + 3}" x2="{x(hi):.1f}" y2="{y + bar - 3}" stroke="#222"/>',
+        ]
+    parts.append(f'<text x="{left + width / 2}" y="{height - 1}" text-anchor="middle">% of white cells, 95% CI</text>')
+    parts.append("</svg>")
+    return "data:image/svg+xml;base64," + base64.b64encode("".join(parts).encode()).decode()
 
 
 def _fmt(v) -> str:
