@@ -6,7 +6,8 @@ relabel bumps its cell's version exactly once and leaves exactly one audit event
 
 import random
 import socket
-import threading
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,9 +30,6 @@ def _free_port() -> int:
 
 @pytest.fixture
 def big_case(tmp_path):
-    import uvicorn
-
-    from leukomorph.review.app import create_app
     from leukomorph.review.db import AuditEvent, Case, Cell, make_engine
     from leukomorph.review.store import add_user
 
@@ -57,17 +55,22 @@ def big_case(tmp_path):
         for u in range(N_USERS):
             add_user(s, f"u{u}", "load-test-password", "technologist")
         case_id = case.id
+    # the server runs in its own process (`leukomorph serve`), as in use: clients and server do not share a GIL
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(url, data), host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leukomorph.cli.main", "serve", "--data-dir", str(data), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
     yield f"http://127.0.0.1:{port}", case_id, factory, AuditEvent, Cell
-    srv.should_exit = True
-    t.join(5)
+    proc.terminate()
+    proc.wait(10)
 
 
 def test_concurrent_relabels(big_case):

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import secrets
+import threading
 import time
 from collections import defaultdict, deque
 from datetime import timedelta
@@ -81,6 +82,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
     images = image_dir(data_dir).resolve()
     env = Environment(loader=PackageLoader("leukomorph.review", "templates"), autoescape=select_autoescape())
     fails: dict[str, deque] = defaultdict(deque)
+    write_lock = threading.Lock()
     app = FastAPI(title="LeukoMorph review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
 
@@ -231,32 +233,35 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         label = body.label
         if label not in CLASSES:
             raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
-        cell = s.get(Cell, cell_id)
-        if cell is None:
-            raise HTTPException(status_code=404, detail="no such cell")
-        if cell.case.status == "signed":
-            raise HTTPException(status_code=409, detail="case is signed out; relabelling is closed")
-        before, new_version = cell.current, cell.version + 1
-        # optimistic concurrency: the version check makes each write apply exactly once
-        res = s.execute(
-            update(Cell)
-            .where(Cell.id == cell.id, Cell.version == new_version - 1)
-            .values(label=label, reviewed_by=sess.user.username, reviewed_at=now(), version=new_version)
-        )
-        if res.rowcount != 1:
-            s.rollback()
-            raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
-        s.add(
-            AuditEvent(
-                username=sess.user.username,
-                case_id=cell.case_id,
-                cell_id=cell.id,
-                action="relabel",
-                before=before,
-                after=label,
+        # one writer at a time in this process: SQLite would otherwise make concurrent writers wait in
+        # its busy handler (long sleeps); the version check still guards against other processes
+        with write_lock:
+            cell = s.get(Cell, cell_id)
+            if cell is None:
+                raise HTTPException(status_code=404, detail="no such cell")
+            if cell.case.status == "signed":
+                raise HTTPException(status_code=409, detail="case is signed out; relabelling is closed")
+            before, new_version = cell.current, cell.version + 1
+            # optimistic concurrency: the version check makes each write apply exactly once
+            res = s.execute(
+                update(Cell)
+                .where(Cell.id == cell.id, Cell.version == new_version - 1)
+                .values(label=label, reviewed_by=sess.user.username, reviewed_at=now(), version=new_version)
             )
-        )
-        s.commit()
+            if res.rowcount != 1:
+                s.rollback()
+                raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
+            s.add(
+                AuditEvent(
+                    username=sess.user.username,
+                    case_id=cell.case_id,
+                    cell_id=cell.id,
+                    action="relabel",
+                    before=before,
+                    after=label,
+                )
+            )
+            s.commit()
         current_class = func.coalesce(Cell.label, Cell.predicted)
         counts = dict(
             s.execute(
