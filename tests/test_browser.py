@@ -84,7 +84,9 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
             page.keyboard.press("Enter")
             page.wait_for_timeout(150)
         assert page.inner_text("#todo") == "0"
-        if os.environ.get("LEUKOMORPH_SCREENSHOT"):
+        if os.environ.get("LEUKOMORPH_SCREENSHOT"):  # for the README
+            page.keyboard.press("Home")
+            page.wait_for_timeout(200)
             page.screenshot(path=os.environ["LEUKOMORPH_SCREENSHOT"], full_page=False)
         page.click("#signout")
         page.wait_for_selector("text=Signed report v1")
