@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, ModelIntegrityError
+from ..errors import ModelError
 from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel
 
 __all__ = [
@@ -94,19 +94,10 @@ class CaseModel:
 
 def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel:
     """Load and verify a case model (card JSON + ``.npz`` parameters) by registry name or card path."""
-    from ..models.registry import get_card
+    from ..models.registry import get_card, load_params
 
     card = get_card(name_or_path)
-    if card.task != "case-classification":
-        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a case model")
-    path = card.weights_path
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path}: parameter file of model {card.name!r} is missing")
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if h != card.sha256:
-        raise ModelIntegrityError(f"{path}: sha256 {h} does not match card {card.card_path}; refusing to load")
-    with np.load(path) as z:
-        params = {k: z[k] for k in z.files}
+    params = load_params(card, "case-classification", "a case model")
     if card.input.get("features") == MIL_FEATURES:
         return MilCaseModel(
             name=card.name,

@@ -7,13 +7,10 @@ silently scored. Attribute names and values are WBCAtt's (Tsutsui et al., NeurIP
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from ..errors import ModelError, ModelIntegrityError
 
 __all__ = ["WBCATT_ATTRIBUTES", "AttributeModel", "load_attribute_model"]
 
@@ -58,20 +55,13 @@ class AttributeModel:
 
 
 def load_attribute_model(name_or_path: str) -> AttributeModel:
-    from ..models.registry import get_card
+    from ..models.registry import get_card, load_params
 
     card = get_card(name_or_path)
-    if card.task != "attribute-classification":
-        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not an attribute model")
-    path = card.weights_path
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path}: parameter file of model {card.name!r} is missing")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != card.sha256:
-        raise ModelIntegrityError(f"{path}: sha256 does not match card {card.card_path}; refusing to load")
+    z = load_params(card, "attribute-classification", "an attribute model")
     vocab = {a: list(v) for a, v in card.raw["vocabulary"].items()}
-    with np.load(path) as z:
-        heads = {a: (z[f"{a}__w"], z[f"{a}__b"]) for a in vocab}
-        mean, scale = z["mean"], z["scale"]
+    heads = {a: (z[f"{a}__w"], z[f"{a}__b"]) for a in vocab}
+    mean, scale = z["mean"], z["scale"]
     return AttributeModel(
         card.name, card.version, vocab, mean, scale, heads, dict(card.raw["depends_on"]), card.card_path, card.raw
     )

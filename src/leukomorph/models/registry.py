@@ -118,6 +118,17 @@ def ensemble_sha256(member_sha256s: list[str]) -> str:
     return hashlib.sha256("\n".join(member_sha256s).encode()).hexdigest()
 
 
+def load_params(card: ModelCard, task: str, what: str) -> dict:
+    """Verified ``.npz`` parameters of a non-ONNX model (case models, attribute heads)."""
+    import numpy as np
+
+    if card.task != task:
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not {what}")
+    path = verify(card)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def verify(card: ModelCard) -> Path:
     """Return the weight path after checking it exists and matches the card's sha256."""
     path = card.weights_path

@@ -39,7 +39,7 @@ from ..models.registry import load_classifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auroc_ci", "cell_probabilities", "fit_case_model"]
+__all__ = ["auroc_ci", "cell_probabilities", "fit_applicability", "fit_case_model"]
 
 
 def cell_probabilities(cell_model: str, root: str | os.PathLike[str] | None = None, cache: Path | None = None):
@@ -73,6 +73,17 @@ def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = 2000, seed: int = 0) ->
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         vals.append(roc_auc_score(y[idx], s[idx]))
     return float(roc_auc_score(y, s)), float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+
+def fit_applicability(zs: np.ndarray, factor: float = 1.4):
+    """Ledoit-Wolf fit of standardised case features, and the distance threshold: ``factor`` × the
+    largest leave-one-out squared Mahalanobis distance of a training patient."""
+    loo = []
+    for i in range(len(zs)):
+        lw_i = LedoitWolf().fit(np.delete(zs, i, 0))
+        d = zs[i] - lw_i.location_
+        loo.append(float(d @ lw_i.precision_ @ d))
+    return LedoitWolf().fit(zs), factor * max(loo), loo
 
 
 def _lr(c: float):
@@ -138,14 +149,7 @@ def fit_case_model(
     pfile = f"{name}.npz"
     # applicability: Ledoit-Wolf Mahalanobis distance to the training patients; threshold 1.4× the
     # largest leave-one-out distance of a training patient
-    zs = sc.transform(x)
-    loo = []
-    for i in range(len(zs)):
-        lw_i = LedoitWolf().fit(np.delete(zs, i, 0))
-        d = zs[i] - lw_i.location_
-        loo.append(float(d @ lw_i.precision_ @ d))
-    lw = LedoitWolf().fit(zs)
-    ood_threshold = 1.4 * max(loo)
+    lw, ood_threshold, loo = fit_applicability(sc.transform(x))
     sha = save_case_model_params(
         out / pfile,
         sc.mean_,

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -31,7 +30,7 @@ from ..classify import classify_crops, recommended_tta
 from ..data import data_root
 from ..io import read_image
 from ..models.registry import load_classifier
-from .case_model import auroc_ci
+from .case_model import auroc_ci, fit_applicability
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +181,7 @@ def fit_mil_model(
     # applicability on the probability features, as for the logistic case model
     feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
     fm, fs = feats.mean(0), feats.std(0) + 1e-6
-    zs = (feats - fm) / fs
-    loo = []
-    for i in range(len(zs)):
-        lw_i = LedoitWolf().fit(np.delete(zs, i, 0))
-        d = zs[i] - lw_i.location_
-        loo.append(float(d @ lw_i.precision_ @ d))
-    lw = LedoitWolf().fit(zs)
+    lw, ood_threshold, _ = fit_applicability((feats - fm) / fs)
     pfile = out / f"{name}.npz"
     with pfile.open("wb") as fh:
         np.savez(
@@ -198,7 +191,7 @@ def fit_mil_model(
             feat_scale=fs,
             ood_location=lw.location_,
             ood_precision=lw.precision_,
-            ood_threshold=np.asarray(1.4 * max(loo)),
+            ood_threshold=np.asarray(ood_threshold),
         )
     card = {
         "name": name,
@@ -224,7 +217,7 @@ def fit_mil_model(
             "cells": int(len(emb)),
         },
         "metrics": {"cross_validation": cv, "held_out_cell_model_test_patients": held},
-        "applicability": {"threshold": float(1.4 * max(loo)), "method": "as leukomorph-apl (probability features)"},
+        "applicability": {"threshold": float(ood_threshold), "method": "as leukomorph-apl-lr (probability features)"},
         "intended_use": "Score APL vs non-APL AML for a case already suspected to be acute myeloid leukemia; the "
         "attention weights name the cells the score rests on. Decision support, not a diagnosis.",
         "limitations": [
