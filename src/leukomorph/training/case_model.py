@@ -39,7 +39,7 @@ from ..models.registry import load_classifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auroc_ci", "cell_probabilities", "fit_applicability", "fit_case_model"]
+__all__ = ["auroc_ci", "cell_probabilities", "cv_summary", "fit_applicability", "fit_case_model"]
 
 
 def cell_probabilities(cell_model: str, root: str | os.PathLike[str] | None = None, cache: Path | None = None):
@@ -73,6 +73,20 @@ def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = 2000, seed: int = 0) ->
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         vals.append(roc_auc_score(y[idx], s[idx]))
     return float(roc_auc_score(y, s)), float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+
+def cv_summary(y: np.ndarray, oof: np.ndarray) -> dict:
+    """Patient-level CV summary from out-of-fold scores (repeats × patients)."""
+    per_repeat = [roc_auc_score(y, o) for o in oof]
+    auc = auroc_ci(y, oof.mean(0))
+    return {
+        "method": f"{len(oof)}× repeated stratified 5-fold over {len(y)} patients ({int(y.sum())} APL)",
+        "auroc_mean_over_repeats": float(np.mean(per_repeat)),
+        "auroc_range_over_repeats": [float(min(per_repeat)), float(max(per_repeat))],
+        "auroc_of_mean_oof": auc[0],
+        "auroc_ci95": [auc[1], auc[2]],
+        "brier": float(np.mean([brier_score_loss(y, o) for o in oof])),
+    }
 
 
 def fit_applicability(zs: np.ndarray, factor: float = 1.4):
@@ -114,20 +128,11 @@ def fit_case_model(
     for r in range(repeats):
         for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(x, y):
             oof[r, te] = _lr(c).fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
-    per_repeat = [roc_auc_score(y, o) for o in oof]
     mean_oof = oof.mean(0)
-    cv_auc = auroc_ci(y, mean_oof)
     base_auc = auroc_ci(y, baseline)
-    cv = {
-        "method": f"{repeats}× repeated stratified 5-fold over {len(y)} patients ({int(y.sum())} APL)",
-        "auroc_mean_over_repeats": float(np.mean(per_repeat)),
-        "auroc_range_over_repeats": [float(min(per_repeat)), float(max(per_repeat))],
-        "auroc_of_mean_oof": cv_auc[0],
-        "auroc_ci95": [cv_auc[1], cv_auc[2]],
-        "brier": float(np.mean([brier_score_loss(y, o) for o in oof])),
-        "baseline_promyelocyte_fraction_auroc": base_auc[0],
-        "baseline_ci95": [base_auc[1], base_auc[2]],
-    }
+    cv = cv_summary(y, oof)
+    cv["baseline_promyelocyte_fraction_auroc"] = base_auc[0]
+    cv["baseline_ci95"] = [base_auc[1], base_auc[2]]
     held = {}
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
     it = np.array([p in test for p in patients])

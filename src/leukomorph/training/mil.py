@@ -30,7 +30,7 @@ from ..classify import classify_crops, recommended_tta
 from ..data import data_root
 from ..io import read_image
 from ..models.registry import load_classifier
-from .case_model import auroc_ci, fit_applicability
+from .case_model import auroc_ci, cv_summary, fit_applicability
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,7 @@ def fit_mil_model(
             net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k)
             oof[r, te] = _scores(net, [bags[i] for i in te])
         log.info("repeat %d AUROC %.3f", r, roc_auc_score(y, oof[r]))
-    per_repeat = [roc_auc_score(y, o) for o in oof]
-    auc = auroc_ci(y, oof.mean(0))
-    cv = {
-        "method": f"{repeats}× repeated stratified 5-fold over {len(y)} patients ({int(y.sum())} APL)",
-        "auroc_mean_over_repeats": float(np.mean(per_repeat)),
-        "auroc_range_over_repeats": [float(min(per_repeat)), float(max(per_repeat))],
-        "auroc_of_mean_oof": auc[0],
-        "auroc_ci95": [auc[1], auc[2]],
-        "brier": float(np.mean([brier_score_loss(y, o) for o in oof])),
-    }
+    cv = cv_summary(y, oof)
     held = {}
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
     it = np.array([p in test for p in patients])
