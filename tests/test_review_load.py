@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.load
 
-N_CELLS, N_USERS, PER_USER = 2000, 20, 25
+N_CELLS, N_USERS, PER_USER, WARM_UP = 2000, 20, 25, 2
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def test_concurrent_relabels(big_case):
         with httpx.Client(base_url=base, timeout=30) as c:
             c.post("/login", data={"username": f"u{u}", "password": "load-test-password"})
             csrf = c.get("/").text.split('name="csrf" value="')[1].split('"')[0]
-            for _ in range(PER_USER):
+            for i in range(WARM_UP + PER_USER):
                 cid = rng.choice(ids[:200])  # a hot subset, so reviewers collide on cells
                 t = time.perf_counter()
                 r = c.post(
@@ -92,7 +92,8 @@ def test_concurrent_relabels(big_case):
                     json={"label": rng.choice(["blast", "monocyte"])},
                     headers={"X-CSRF-Token": csrf},
                 )
-                lat.append(time.perf_counter() - t)
+                if i >= WARM_UP:  # the first requests of a client open connections and warm caches
+                    lat.append(time.perf_counter() - t)
                 if r.status_code == 200:
                     ok.append(cid)
                 else:
