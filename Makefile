@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet 'playwright>=1.45'
 	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1))) || echo "chromium not installable here: browser test will be skipped"
-	$(BIN)/python -m pytest -m 'browser or load'
+	$(BIN)/python -m pytest -s -m 'browser or load'
 
 # Optional: training tests on the small CPU build of torch (not part of `make test`).
 test-train: $(VENV)/.installed
