@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from leukomorph.classify import coverage, model_conformal, recommended_tta
-from leukomorph.evaluation.runner import _ece, default_split, exact_targets, predict_rows, read_split
+from leukomorph.evaluation.runner import _ece, exact_targets, predict_rows, split_rows
 from leukomorph.models.registry import get_card, load_classifier
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     a = ap.parse_args()
     card = get_card(a.model)
     model = load_classifier(a.model)
-    rows = [r for r in read_split(default_split(card)) if r["split"] == a.which]
+    _, rows = split_rows(card, None, a.which)
     idx, y = exact_targets(rows)
     rows = [rows[i] for i in idx]
     probs = np.array([p.probabilities for p in predict_rows(model, rows, recommended_tta(model))])

@@ -10,7 +10,7 @@ from .. import jsonio
 from ..classify import ConformalCalibration, calibrate, recommended_tta
 from ..errors import DataError
 from ..models.registry import ModelCard, load_classifier
-from .runner import default_split, exact_targets, predict_rows, read_split
+from .runner import exact_targets, predict_rows, split_rows
 
 __all__ = ["fit_conformal", "write_conformal"]
 
@@ -28,8 +28,7 @@ def fit_conformal(
     The rows must be held out from training (the card's validation split; or a laboratory's own
     reviewed cells as a class-folder tree turned into a split file).
     """
-    split = split if split is not None else default_split(card)
-    rows = [r for r in read_split(split) if r["split"] == which]
+    split, rows = split_rows(card, split, which)
     idx, y = exact_targets(rows)
     if not idx:
         raise DataError(f"{split}: no exact-label rows in split {which!r} to calibrate on")

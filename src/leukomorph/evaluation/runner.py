@@ -40,23 +40,30 @@ def default_split(card: ModelCard) -> Path:
     return Path(card.card_path).parent / name
 
 
-def split_rows(card: ModelCard, split: str | os.PathLike[str] | None, which: str) -> list[dict[str, str]]:
-    """Rows of ``split`` (default: the card's own split file) whose split column is ``which``."""
-    split = split if split is not None else default_split(card)
-    rows = [r for r in read_split(split) if r["split"] == which]
+def split_rows(card: ModelCard, split: str | os.PathLike[str] | None, which: str) -> tuple[Path, list[dict[str, str]]]:
+    """The split file (default: the card's own) and its rows whose split column is ``which``."""
+    path = Path(split) if split is not None else default_split(card)
+    rows = [r for r in read_split(path) if r["split"] == which]
     if not rows:
-        raise DataError(f"{split}: no rows in split {which!r}")
-    return rows
+        raise DataError(f"{path}: no rows in split {which!r}")
+    return path, rows
 
 
-def predict_rows(model, rows: list[dict[str, str]], tta: str, progress=None, conformal=None) -> list:
-    """Classify the images of split rows (paths relative to the data root are resolved)."""
+def predict_rows(
+    model, rows: list[dict[str, str]], tta: str, progress=None, conformal=None, embeddings: bool = False
+) -> list:
+    """Classify the images of rows with a ``path`` (paths relative to the data root are resolved)."""
     preds: list = []
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]
         imgs = [read_image(_resolve(r["path"])) for r in chunk]
         preds += classify_crops(
-            model, [i.pixels for i in imgs], [r["path"] for r in chunk], tta=tta, conformal=conformal
+            model,
+            [i.pixels for i in imgs],
+            [r["path"] for r in chunk],
+            tta=tta,
+            conformal=conformal,
+            embeddings=embeddings,
         )
         if progress:
             progress(len(preds), len(rows))
@@ -78,10 +85,7 @@ def run_evaluation(
     progress=None,
     tta: str | None = None,
 ) -> tuple[dict, str]:
-    split = split if split is not None else default_split(card)
-    rows = [r for r in read_split(split) if r["split"] == which]
-    if not rows:
-        raise DataError(f"{split}: no rows in split {which!r}")
+    split, rows = split_rows(card, split, which)
     model = load_classifier(card.card_path)
     tta = tta or recommended_tta(model)
     conformal = model_conformal(model)

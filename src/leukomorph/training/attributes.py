@@ -16,11 +16,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from .. import jsonio
-from ..classify import classify_crops, recommended_tta
+from ..classify import recommended_tta
 from ..classify.attributes import WBCATT_ATTRIBUTES
 from ..data import data_root
-from ..evaluation.runner import default_split, read_split
-from ..io import read_image
+from ..evaluation.runner import default_split, predict_rows, read_split
 from ..models.registry import load_classifier
 
 __all__ = ["fit_attribute_model"]
@@ -39,15 +38,10 @@ def fit_attribute_model(
     split = {r["path"]: r["split"] for r in read_split(default_split(model.card))}
     rows = [r for r in rows if f"pbc/{r['img_name']}" in split]
     which = np.array([split[f"pbc/{r['img_name']}"] for r in rows])
-    emb = []
-    tta = recommended_tta(model)
-    for start in range(0, len(rows), 256):
-        chunk = rows[start : start + 256]
-        imgs = [read_image(base / r["img_name"]).pixels for r in chunk]
-        emb += [
-            p.embedding for p in classify_crops(model, imgs, [r["img_name"] for r in chunk], tta=tta, embeddings=True)
-        ]
-    x = np.array(emb, np.float64)
+    preds = predict_rows(
+        model, [{"path": str(base / r["img_name"])} for r in rows], recommended_tta(model), embeddings=True
+    )
+    x = np.array([p.embedding for p in preds], np.float64)
     tr, te = which != "test", which == "test"
     mean, scale = x[tr].mean(0), x[tr].std(0) + 1e-6
     z = (x - mean) / scale

@@ -32,36 +32,50 @@ from sklearn.preprocessing import StandardScaler
 
 from .. import jsonio
 from ..aggregate.case_model import FEATURE_SET, case_feature_names, case_features, save_case_model_params
-from ..classify import classify_crops, recommended_tta
+from ..classify import recommended_tta
 from ..data import data_root
-from ..io import read_image
+from ..evaluation.runner import predict_rows
 from ..models.registry import load_classifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auroc_ci", "cell_probabilities", "cv_summary", "fit_applicability", "fit_case_model"]
+__all__ = ["auroc_ci", "cv_summary", "deepapl_cell_outputs", "fit_applicability", "fit_case_model"]
 
 
-def cell_probabilities(cell_model: str, root: str | os.PathLike[str] | None = None, cache: Path | None = None):
-    """(probs, patient ids, diagnosis per patient) for every DeepAPL cell."""
+def deepapl_cell_outputs(
+    cell_model: str,
+    root: str | os.PathLike[str] | None = None,
+    cache: Path | None = None,
+    embeddings: bool = False,
+):
+    """Classify every DeepAPL cell (labelled or not), as ``analyze --case <patient>`` would.
+
+    Returns (probabilities, embeddings or None, manifest rows, cell model); a cache file keyed by
+    the cell model's sha256 saves the pass on reruns.
+    """
     base = data_root(root) / "deepapl"
     rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
     model = load_classifier(cell_model)
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        if str(z["sha256"]) == model.card.sha256 and len(z["probs"]) == len(rows):
-            return z["probs"], [r["patient_id"] for r in rows], {r["patient_id"]: r["diagnosis"] for r in rows}, model
-    tta = recommended_tta(model)
-    probs = []
-    for start in range(0, len(rows), 256):
-        chunk = rows[start : start + 256]
-        imgs = [read_image(base / r["path"]).pixels for r in chunk]
-        probs += [p.probabilities for p in classify_crops(model, imgs, [r["path"] for r in chunk], tta=tta)]
-        log.info("classified %d/%d DeepAPL cells", len(probs), len(rows))
-    probs = np.array(probs, np.float32)
+        if str(z["sha256"]) == model.card.sha256 and len(z["probs"]) == len(rows) and (not embeddings or "emb" in z):
+            return z["probs"], (z["emb"] if embeddings else None), rows, model
+
+    def progress(done: int, total: int) -> None:
+        log.info("classified %d/%d DeepAPL cells", done, total)
+
+    preds = predict_rows(
+        model,
+        [{"path": str(base / r["path"])} for r in rows],
+        recommended_tta(model),
+        progress,
+        embeddings=embeddings,
+    )
+    probs = np.array([p.probabilities for p in preds], np.float32)
+    emb = np.array([p.embedding for p in preds], np.float32) if embeddings else None
     if cache is not None:
-        np.savez_compressed(cache, probs=probs, sha256=model.card.sha256)
-    return probs, [r["patient_id"] for r in rows], {r["patient_id"]: r["diagnosis"] for r in rows}, model
+        np.savez_compressed(cache, probs=probs, sha256=model.card.sha256, **({"emb": emb} if embeddings else {}))
+    return probs, emb, rows, model
 
 
 def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -114,7 +128,9 @@ def fit_case_model(
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    probs, pids, dx, model = cell_probabilities(cell_model, root, out / "cell_probs.npz")
+    probs, _, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_probs.npz")
+    pids = [r["patient_id"] for r in rows]
+    dx = {r["patient_id"]: r["diagnosis"] for r in rows}
     by_patient: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pids):
         by_patient[p].append(i)

@@ -8,7 +8,6 @@ models can be compared side by side; parameters are exported for the numpy forwa
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -26,11 +25,8 @@ from torch import nn
 from .. import jsonio
 from ..aggregate.case_model import case_features
 from ..aggregate.mil import MIL_FEATURES, mil_forward
-from ..classify import classify_crops, recommended_tta
-from ..data import data_root
-from ..io import read_image
-from ..models.registry import load_classifier
-from .case_model import auroc_ci, cv_summary, fit_applicability
+from ..classify import recommended_tta
+from .case_model import auroc_ci, cv_summary, deepapl_cell_outputs, fit_applicability
 
 log = logging.getLogger(__name__)
 
@@ -95,29 +91,6 @@ def _scores(net: GatedAttentionMIL, bags: list[np.ndarray]) -> np.ndarray:
     return np.array([mil_forward(p, b)[0] for b in bags])
 
 
-def cell_embeddings(cell_model: str, root=None, cache: Path | None = None):
-    base = data_root(root) / "deepapl"
-    rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
-    model = load_classifier(cell_model)
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        if str(z["sha256"]) == model.card.sha256 and len(z["probs"]) == len(rows):
-            return z["probs"], z["emb"], rows, model
-    tta = recommended_tta(model)
-    probs, emb = [], []
-    for start in range(0, len(rows), 256):
-        chunk = rows[start : start + 256]
-        imgs = [read_image(base / r["path"]).pixels for r in chunk]
-        for p in classify_crops(model, imgs, [r["path"] for r in chunk], tta=tta, embeddings=True):
-            probs.append(p.probabilities)
-            emb.append(p.embedding)
-        log.info("embedded %d/%d DeepAPL cells", len(probs), len(rows))
-    probs, emb = np.array(probs, np.float32), np.array(emb, np.float32)
-    if cache is not None:
-        np.savez_compressed(cache, probs=probs, emb=emb, sha256=model.card.sha256)
-    return probs, emb, rows, model
-
-
 def fit_mil_model(
     cell_model: str,
     out_dir: str | os.PathLike[str],
@@ -128,7 +101,7 @@ def fit_mil_model(
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    probs, emb, rows, model = cell_embeddings(cell_model, root, out / "cell_embeddings.npz")
+    probs, emb, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_embeddings.npz", embeddings=True)
     by_patient: dict[str, list[int]] = defaultdict(list)
     dx = {}
     for i, r in enumerate(rows):
