@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -278,6 +279,19 @@ def _review_db(data_dir: Path, db_url: str | None):
     return make_engine(db_url or f"sqlite:///{data_dir / 'review.sqlite'}")
 
 
+@contextmanager
+def _review_store(data_dir: Path | None, db_url: str | None, error_exit: int = EXIT_USAGE):
+    """(store folder, database session) of the review store; a LeukoMorphError ends the command."""
+    home = _review_home(data_dir)
+    _, factory = _review_db(home, db_url)
+    with factory() as s:
+        try:
+            yield home, s
+        except LeukoMorphError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(error_exit) from exc
+
+
 _DATA_DIR_HELP = "Review store folder (default $LEUKOMORPH_HOME or ~/.local/share/leukomorph)."
 _DB_HELP = "SQLAlchemy database URL (default: SQLite file in the data folder; postgresql://... supported)."
 
@@ -290,16 +304,10 @@ def import_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
 ) -> None:
     """Load analyze output into the review store (cell images copied by content hash)."""
-    home = _review_home(data_dir)
-    _, factory = _review_db(home, db_url)
     from ..review.store import import_results
 
-    with factory() as s:
-        try:
-            case = import_results(s, results_dir, home, name)
-        except LeukoMorphError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_USAGE) from exc
+    with _review_store(data_dir, db_url) as (home, s):
+        case = import_results(s, results_dir, home, name)
         console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
 
 
@@ -316,17 +324,11 @@ def add_user_cmd(
     """Create a review user (password hashed with argon2)."""
     import os
 
-    home = _review_home(data_dir)
-    _, factory = _review_db(home, db_url)
     from ..review.store import add_user
 
-    pw = os.environ.get(password_env, "") if password_env else typer.prompt("password", hide_input=True)
-    with factory() as s:
-        try:
-            add_user(s, username, pw, role)
-        except LeukoMorphError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_USAGE) from exc
+    with _review_store(data_dir, db_url) as (_, s):
+        pw = os.environ.get(password_env, "") if password_env else typer.prompt("password", hide_input=True)
+        add_user(s, username, pw, role)
     console.print(f"user {username!r} ({role}) added")
 
 
@@ -338,16 +340,10 @@ def export_labels_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
 ) -> None:
     """Export reviewed cell labels as a training manifest for `train-classifier --datasets`."""
-    home = _review_home(data_dir)
-    _, factory = _review_db(home, db_url)
     from ..review.store import export_labels
 
-    with factory() as s:
-        try:
-            n = export_labels(s, home, out, signed_only=not include_open)
-        except LeukoMorphError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_EXISTS) from exc
+    with _review_store(data_dir, db_url, error_exit=EXIT_EXISTS) as (home, s):
+        n = export_labels(s, home, out, signed_only=not include_open)
     console.print(f"{n} reviewed cells written to {out}")
 
 

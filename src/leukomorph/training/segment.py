@@ -29,13 +29,11 @@ from .. import jsonio
 from ..data import data_root, dhash, near_duplicate_groups, split_groups
 from ..io import read_image
 from ..segment.metrics import dice_scores
+from .train import MEAN, STD  # the classifier's stain statistics: one normalisation for both models
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SegConfig", "SmallUNet", "train_segmenter"]
-
-MEAN = (0.8, 0.72, 0.75)
-STD = (0.15, 0.18, 0.12)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
