@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from .aggregate import differential, suggest
 from .aggregate.case_model import cell_contributions, load_case_model
+from .aggregate.mil import mil_forward
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
 from .classify.attributes import load_attribute_model
@@ -211,7 +212,7 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
             probs = np.array([p.probabilities for p in preds])
             if cm.needs_embeddings:
                 emb = np.stack([p.embedding for p in preds])
-                score, att = cm.predict(emb), cm.attention(emb)
+                score, att = mil_forward(cm.params, emb)  # one pass gives the score and the attention
                 lo, hi = cm.predict_interval(emb)
                 top = [int(i) for i in np.argsort(-att)[:12]]
                 entry["evidence_method"] = "attention weights of the multiple-instance model"
@@ -344,7 +345,6 @@ def run_case(
     t_sal = time.perf_counter()
     sal = _saliency(model, sug.evidence, {p.source: p for p in preds}, detections) if config.saliency else {}
     t_sal = time.perf_counter() - t_sal
-    card = getattr(model, "card", None)
     model_info = (
         {"name": card.name, "version": card.version, "sha256": card.sha256, "card": card.card_path}
         if card is not None
