@@ -29,6 +29,9 @@ def test_analyze_sample_writes_all_outputs(sample_dir, tmp_path):
     assert res["n_classified"] == 31 and res["model"]["sha256"]
     assert res["suggestion"]["code"] == "no_leukemic_pattern"
     assert len(res["input_checksums"]) == 31
+    corr = res["differential"]["corrected_for_model_confusion"]  # the bundled card has a confusion matrix
+    assert set(corr["percent"]) == set(res["differential"]["classes"])
+    assert all(lo <= v <= hi for v, lo, hi in corr["percent"].values())
     html = (out / "report.html").read_text()
     assert "Decision support, not a diagnosis" in html and "data:image/svg+xml;base64" in html
     assert "http://" not in html and "https://" not in html  # self-contained

@@ -127,3 +127,15 @@ def test_ensemble_card_loads_verified_members(tmp_path):
     path.write_text(json.dumps(card))
     with pytest.raises(ModelIntegrityError):
         load_classifier(str(path))
+
+
+def test_every_bundled_card_verifies_and_documents_itself():
+    from leukomorph.models.registry import verify
+
+    cards = list_cards()
+    assert {"leukomorph-det", "leukomorph-all", "leukomorph-seg", DEFAULT_CLASSIFIER} <= {c.name for c in cards}
+    for c in cards:
+        if not c.is_ensemble:
+            assert verify(c).is_file()
+        assert c.raw.get("metrics"), c.name
+        assert c.raw.get("intended_use"), c.name

@@ -209,3 +209,63 @@ def test_attribute_model_predicts_wbcatt_values_and_checks_hash(tmp_path):
     (tmp_path / "a.npz").write_bytes(b"tampered")
     with pytest.raises(ModelIntegrityError):
         load_attribute_model(str(tmp_path / "attr.json"))
+
+
+# -- confusion-corrected differential ------------------------------------------------------------
+def test_unfolding_recovers_true_proportions():
+    from leukomorph.aggregate.correction import unfold
+
+    rng = np.random.default_rng(0)
+    k = 5
+    conf = np.diag([200.0, 150, 80, 40, 300]) + rng.integers(0, 15, (k, k))
+    m = conf / conf.sum(1, keepdims=True)
+    true = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    observed = true @ m  # expected predicted proportions: biased away from the truth
+    assert np.abs(observed - true).max() > 0.02
+    assert np.abs(unfold(observed * 1e6, m) - true).max() < 1e-3
+
+
+def test_corrected_differential_identity_and_uncertainty():
+    from leukomorph.aggregate.correction import corrected_differential
+
+    counts = np.zeros(len(CLASSES), int)
+    counts[CLASSES.index("blast")] = 30
+    counts[CLASSES.index("lymphocyte")] = 70
+    perfect = np.diag(np.full(len(CLASSES), 100.0))
+    r = corrected_differential(counts, perfect, CLASSES)
+    assert r.blast_percent == pytest.approx(30.0, abs=0.01)
+    lo, hi = r.blast_ci
+    assert lo < 30 < hi and hi - lo > 10  # counting noise of 100 cells remains
+    # a model that calls a third of true lymphocytes "blast": 30 observed blasts are mostly lymphocytes
+    leaky = perfect.copy()
+    li, bi = CLASSES.index("lymphocyte"), CLASSES.index("blast")
+    leaky[li, li], leaky[li, bi] = 67.0, 33.0
+    r2 = corrected_differential(counts, leaky, CLASSES)
+    assert r2.blast_percent < 15
+    # few held-out cells of the leaking class: wider interval than with many
+    r3 = corrected_differential(counts, np.where(leaky > 0, leaky / 20, 0), CLASSES)
+    assert (r3.blast_ci[1] - r3.blast_ci[0]) > (r2.blast_ci[1] - r2.blast_ci[0])
+    with pytest.raises(ValueError):
+        corrected_differential(counts[:-1], perfect, CLASSES)
+
+
+def test_lineage_hint_monocytic_and_granularity():
+    from leukomorph.aggregate.rules import lineage_hint
+
+    preds = _cells({"blast": 30, "monocyte": 25, "promonocyte": 5, "lymphocyte": 40})
+    sug = suggest(differential(preds), preds)
+    lh = sug.details["lineage_hint"]
+    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.2"
+    assert lh["hint"] == "monocytic differentiation" and "flow cytometry" in lh["caveat"]
+    assert set(lh["evidence_cells"]) <= {p.source for p in preds if p.predicted_class in ("monocyte", "promonocyte")}
+    preds = _cells({"blast": 40, "lymphocyte": 60})
+    diff = differential(preds)
+    assert lineage_hint(diff, preds)["hint"] == "undetermined"  # no attributes: granularity not assessed
+    agran = {p.source: {"granularity": ("no", 0.9)} for p in preds}
+    assert lineage_hint(diff, preds, attributes=agran)["hint"].startswith("agranular blasts")
+    gran = {p.source: {"granularity": ("yes", 0.9)} for p in preds}
+    hint = lineage_hint(diff, preds, attributes=gran)
+    assert hint["hint"].startswith("myeloid favoured") and hint["statistics"]["granular_blast_share"][2] == 40
+    # no hint where nothing leukemic was seen
+    healthy = _cells({"segmented_neutrophil": 60, "lymphocyte": 40})
+    assert "lineage_hint" not in suggest(differential(healthy), healthy).details

@@ -109,7 +109,7 @@ def test_analyze_fields_detects_and_classifies_each_cell(tmp_path):
     Image.fromarray(field).save(src / "field.png")
     Image.fromarray(np.full((300, 300, 3), 230, np.uint8)).save(src / "empty.png")
     out = tmp_path / "o"
-    r = CliRunner().invoke(app, ["analyze", str(src), "--out", str(out), "--fields"])
+    r = CliRunner().invoke(app, ["analyze", str(src), "--out", str(out), "--fields", "--detector", "classical"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "cells.csv").open()))
     cells = [r for r in rows if r["predicted_class"]]

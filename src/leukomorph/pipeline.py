@@ -4,6 +4,7 @@ suggestion. CLI, batch runners and the web app call :func:`run_case`; outputs ar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -18,16 +19,18 @@ import numpy as np
 from . import __version__
 from .aggregate import differential, suggest
 from .aggregate.case_model import cell_contributions, load_case_model
+from .aggregate.correction import corrected_differential
 from .aggregate.mil import mil_forward
 from .aggregate.rules import RuleConfig
-from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, recommended_tta
+from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, model_confusion, recommended_tta
 from .classify.attributes import load_attribute_model
+from .classify.fields import field_features, load_field_model
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
 from .io import read_image
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
-from .models.registry import load_segmenter
+from .models.registry import load_detector, load_segmenter
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 from .segment import classical_labels, morphometrics
 
@@ -53,10 +56,19 @@ class AnalyzeConfig:
     #: WBCAtt attribute model (registry name or card path; None: off). Applied only when it was
     #: fitted on the cell model in use (else results.json says why).
     attributes: str | None = "leukomorph-wbcatt"
-    #: inputs are smear fields: detect white cells (classical detector), classify each cell crop
+    #: inputs are smear fields: detect white cells, classify each cell crop
     fields: bool = False
-    #: per-cell morphometrics from nucleus/cytoplasm segmentation: None (off), "model" (the
-    #: segmentation model ``segmenter``) or "classical" (colour + Otsu baseline)
+    #: field detector: a registry name / card path of a learned detector, or "classical" (the
+    #: colour + Otsu baseline, white cells only)
+    detector: str = "leukomorph-det"
+    #: field model scoring each field (field mode only; registry name / card path, None: off):
+    #: the ALL subtype model, applied only with the cell model and detector it was fitted with
+    field_model: str | None = "leukomorph-all"
+    #: detections below this score are dropped (None: the detector card's per-class operating thresholds)
+    detection_threshold: float | None = None
+    #: per-cell morphometrics from nucleus/cytoplasm segmentation: "model" (the segmentation model
+    #: ``segmenter``), "classical" (colour + Otsu baseline) or "none"; None: "model" in field mode,
+    #: off for crops
     morphometrics: str | None = None
     segmenter: str = "leukomorph-seg"
     #: µm per pixel of the crops, when known (areas in µm²)
@@ -65,6 +77,9 @@ class AnalyzeConfig:
     saliency: bool = True
     #: learned patient-level models to score the case with (registry names or card paths)
     case_models: tuple[str, ...] = (DEFAULT_CASE_MODEL,)
+    #: also report the differential corrected for the model card's held-out confusion matrix
+    #: (shown beside the raw count; the rules use the raw count)
+    confusion_correction: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,10 +110,14 @@ class CaseResult:
     saliency: dict[str, np.ndarray] = field(default_factory=dict)
     #: per-cell morphometrics (segment.MORPHOMETRIC_COLUMNS) when requested
     morphometrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: field mode with segmentation: cell source → {"cell": polygon, "nucleus": polygon} in field pixels
+    masks: dict[str, dict[str, list]] = field(default_factory=dict)
     #: field mode: cell source id ("<image>#<n>") → image path, box (pixels), detection score
     detections: dict[str, dict] = field(default_factory=dict)
     #: WBCAtt attributes per cell: source → attribute → (value, probability)
     attributes: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
+    #: field mode: image path → detector, object counts, scale, red cells and platelets found
+    fields: dict[str, dict] = field(default_factory=dict)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -119,12 +138,17 @@ def _thumb(rgb: np.ndarray, px: int) -> np.ndarray:
 FIELD_CROP_FACTOR = 2.2
 
 
+def field_crop_origin(d) -> tuple[int, int, int]:
+    """Top-left corner (field pixels, may be negative) and side of :func:`field_crop`'s square."""
+    side = int(max(d.x1 - d.x0, d.y1 - d.y0) * FIELD_CROP_FACTOR)
+    cx, cy = (d.x0 + d.x1) // 2, (d.y0 + d.y1) // 2
+    return cx - side // 2, cy - side // 2, side
+
+
 def field_crop(rgb: np.ndarray, d) -> np.ndarray:
     """Square crop centred on a detection, padded with the field's border colour at the edges."""
     h, w = rgb.shape[:2]
-    side = int(max(d.x1 - d.x0, d.y1 - d.y0) * FIELD_CROP_FACTOR)
-    cx, cy = (d.x0 + d.x1) // 2, (d.y0 + d.y1) // 2
-    x0, y0 = cx - side // 2, cy - side // 2
+    x0, y0, side = field_crop_origin(d)
     pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
     if pad:
         border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -132,6 +156,96 @@ def field_crop(rgb: np.ndarray, d) -> np.ndarray:
         rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
         x0, y0 = x0 + pad, y0 + pad
     return np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
+
+
+def _outline(mask: np.ndarray, dx: int, dy: int) -> list[list[int]]:
+    """Largest external contour of a binary mask as a closed polygon, shifted by (dx, dy)."""
+    cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not cs:
+        return []
+    c = cv2.approxPolyDP(max(cs, key=cv2.contourArea), 1.0, True)[:, 0, :]
+    pts = [[int(x) + dx, int(y) + dy] for x, y in c]
+    return pts + pts[:1] if len(pts) >= 3 else []
+
+
+def _detect_field(rgb: np.ndarray, detector, threshold: dict[str, float], um_per_px: float | None):
+    """White-cell detections of one field (best first) and the field's summary: detector, counts of
+    white cells, red cells and platelets, how the scale was set, the other objects' boxes."""
+    if detector is None:
+        found = detect_white_cells(rgb)
+        return found, {
+            "detector": "classical",
+            "n_white_cells": len(found),
+            "n_red_cells": None,
+            "n_platelets": None,
+            "scale_method": "none (classical detector)",
+            "pixel_size_um": um_per_px,
+            "estimated_um_per_px": None,
+            "tiles": 1,
+            "objects": [],
+        }
+    fd = detector.detect_field(rgb, um_per_px=um_per_px)
+    keep = [d for d in fd.detections if d.score >= threshold.get(d.label, 0.3)]
+    wbc = [d for d in keep if d.label == "white_blood_cell"]
+    card = detector.card
+    return wbc, {
+        "detector": f"{card.name} {card.version}" if card is not None else "learned detector",
+        "n_white_cells": len(wbc),
+        "n_red_cells": sum(d.label == "red_blood_cell" for d in keep),
+        "n_platelets": sum(d.label == "platelet" for d in keep),
+        "scale_method": fd.scale_method,
+        "pixel_size_um": um_per_px,
+        "estimated_um_per_px": round(fd.estimated_um_per_px, 4) if fd.estimated_um_per_px else None,
+        "tiles": fd.tiles,
+        "notes": list(fd.notes),
+        "objects": [
+            {"label": d.label, "x0": d.x0, "y0": d.y0, "x1": d.x1, "y1": d.y1, "score": round(d.score, 3)}
+            for d in keep
+            if d.label != "white_blood_cell"
+        ],
+    }
+
+
+def field_case_score(fm, status: str | None, field_info: dict[str, dict]) -> dict:
+    """Case-level score of a field model: mean class probabilities over its applicable fields, with a
+    bootstrap interval over fields for the top class."""
+    entry: dict[str, Any] = {
+        "probability": None,
+        "positive": None,
+        "model": fm.name,
+        "version": fm.version,
+        "validation": fm.raw.get("metrics", {}),
+        "intended_use": fm.raw.get("intended_use", ""),
+        "resampled": "field",
+        "training_units": "fields (B-ALL / hematogones)",
+    }
+    scored = [f["field_model"] for f in field_info.values() if "field_model" in f]
+    if status is not None:
+        entry["status"] = status
+        return entry
+    if not scored:
+        entry["status"] = "not computed: no readable field"
+        return entry
+    use = [f for f in scored if f["applicable"]]
+    probs = np.array([[f["probabilities"][c] for c in fm.classes] for f in (use or scored)])
+    mean = probs.mean(0)
+    top = int(mean.argmax())
+    rng = np.random.default_rng(0)
+    boot = [probs[rng.integers(0, len(probs), len(probs))].mean(0)[top] for _ in range(500)]
+    entry.update(
+        probability=round(float(mean[top]), 4),
+        positive=fm.classes[top],
+        probabilities={c: round(float(v), 4) for c, v in zip(fm.classes, mean, strict=True)},
+        ci95=[round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)],
+        applicable=bool(use),
+        distance=round(float(np.median([f["distance"] for f in scored])), 2),
+        distance_threshold=round(fm.ood_threshold, 2),
+        n_fields=len(scored),
+        n_applicable_fields=len(use),
+        evidence_cells=[],
+        status="ok",
+    )
+    return entry
 
 
 def _crop_warnings(shape: tuple[int, int]) -> tuple[str, ...]:
@@ -268,15 +382,47 @@ def run_case(
             for cm in case_models
         )
     )
-    if config.morphometrics not in (None, "model", "classical"):
-        raise ConfigError(f"morphometrics must be 'model', 'classical' or None, not {config.morphometrics!r}")
-    segmenter = load_segmenter(config.segmenter, threads=config.threads) if config.morphometrics == "model" else None
+    if config.morphometrics not in (None, "none", "model", "classical"):
+        raise ConfigError(f"morphometrics must be 'model', 'classical', 'none' or None, not {config.morphometrics!r}")
+    # field mode segments every white cell unless told not to ("none"); crops only on request
+    morpho_mode = config.morphometrics if config.morphometrics is not None else ("model" if config.fields else None)
+    morpho_mode = None if morpho_mode == "none" else morpho_mode
+    segmenter = load_segmenter(config.segmenter, threads=config.threads) if morpho_mode == "model" else None
+    detector = (
+        load_detector(config.detector, threads=config.threads)
+        if config.fields and config.detector != "classical"
+        else None
+    )
+    det_threshold: dict[str, float] = {}
+    if detector is not None:
+        card_t = detector.card.raw.get("inference", {}).get("score_threshold", {}) if detector.card else {}
+        det_threshold = {
+            c: config.detection_threshold if config.detection_threshold is not None else float(card_t.get(c, 0.3))
+            for c in detector.classes
+        }
+    field_info: dict[str, dict] = {}
+    field_model, field_status = None, None
+    if config.fields and config.field_model:
+        field_model = load_field_model(config.field_model)
+        field_status = field_model.compatible(card, detector.card if detector is not None else None)
+        want_t = field_model.depends_on.get("detector", {}).get("white_cell_threshold")
+        if (
+            field_status is None
+            and want_t is not None
+            and abs(det_threshold.get("white_blood_cell", -1) - want_t) > 1e-9
+        ):
+            field_status = (
+                f"not computed: {field_model.name} was fitted with white-cell threshold {want_t}, "
+                f"this run used {det_threshold.get('white_blood_cell')}"
+            )
     morpho: dict[str, dict[str, float]] = {}
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
     skipped: list[Skipped] = []
     thumbs: dict[str, np.ndarray] = {}
     detections: dict[str, dict] = {}
+    pixel_um: dict[str, float | None] = {}
+    masks: dict[str, dict[str, list]] = {}
     total, done = len(paths), 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, total, config.batch_size):
@@ -288,14 +434,30 @@ def run_case(
                     skipped.append(item)
                     inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
                 elif config.fields:
-                    found = detect_white_cells(item.pixels)
-                    note = (f"{len(found)} white cells detected (classical detector)",)
+                    px_um = config.pixel_size_um or item.pixel_size_um
+                    found, info = _detect_field(item.pixels, detector, det_threshold, px_um)
+                    if field_model is not None and field_status is None:
+                        x = field_features(model, item.pixels, found, field_crop)
+                        pr = field_model.predict(x)[0]
+                        dist = float(field_model.distance(x)[0])
+                        info["field_model"] = {
+                            "model": field_model.name,
+                            "probabilities": {
+                                c: round(float(v), 4) for c, v in zip(field_model.classes, pr, strict=True)
+                            },
+                            "label": field_model.classes[int(pr.argmax())],
+                            "distance": round(dist, 2),
+                            "applicable": bool(dist <= field_model.ood_threshold),
+                        }
+                    field_info[item.source] = info
+                    note = (f"{len(found)} white cells detected ({info['detector']})",)
                     inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes + note, item.shape))
                     for i, d in enumerate(found):
                         src = f"{item.source}#{i + 1}"
                         crop = field_crop(item.pixels, d)
                         crops.append(crop)
                         sources.append(src)
+                        pixel_um[src] = px_um
                         thumbs[src] = _thumb(crop, config.thumbnail_px)
                         detections[src] = {
                             "image": item.source,
@@ -308,6 +470,7 @@ def run_case(
                 else:
                     crops.append(item.pixels)
                     sources.append(item.source)
+                    pixel_um[item.source] = config.pixel_size_um or item.pixel_size_um
                     thumbs[item.source] = _thumb(item.pixels, config.thumbnail_px)
                     notes = item.notes + _crop_warnings(item.shape)
                     if len(notes) > len(item.notes):
@@ -324,12 +487,16 @@ def run_case(
                     embeddings=want_emb,
                 )
             )
-            if config.morphometrics:
+            if morpho_mode:
                 labels = (
                     segmenter.segment_many(crops) if segmenter is not None else [classical_labels(c) for c in crops]
                 )
                 for src, c, lab in zip(sources, crops, labels, strict=True):
-                    morpho[src] = morphometrics(c, lab, config.pixel_size_um)
+                    morpho[src] = morphometrics(c, lab, pixel_um.get(src))
+                    if src in detections:  # field mode: outlines in field pixels for the report and GeoJSON
+                        d = detections[src]
+                        ox, oy, _ = field_crop_origin(Detection(d["x0"], d["y0"], d["x1"], d["y1"], 0.0))
+                        masks[src] = {"cell": _outline(lab > 0, ox, oy), "nucleus": _outline(lab == 2, ox, oy)}
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -340,8 +507,14 @@ def run_case(
         for i, p in enumerate(preds):
             attrs[p.source] = {a: got[a][i] for a in got}
     diff = differential(preds, model.classes)
+    confusion = model_confusion(model) if config.confusion_correction else None
+    if confusion is not None and preds:
+        counts = np.bincount([p.index for p in preds], minlength=len(model.classes))
+        diff = dataclasses.replace(diff, corrected=corrected_differential(counts, confusion, model.classes).to_dict())
     scores = case_scores(case_models, model, preds)
-    sug = suggest(diff, preds, config.rules, scores)
+    if field_model is not None:
+        scores[field_model.raw.get("target", "all_subtype")] = field_case_score(field_model, field_status, field_info)
+    sug = suggest(diff, preds, config.rules, scores, attrs)
     t_sal = time.perf_counter()
     sal = _saliency(model, sug.evidence, {p.source: p for p in preds}, detections) if config.saliency else {}
     t_sal = time.perf_counter() - t_sal
@@ -371,6 +544,8 @@ def run_case(
         morphometrics=morpho,
         detections=detections,
         attributes=attrs,
+        fields=field_info,
+        masks=masks,
         thumbnails=thumbs,
         model=model_info,
         config=config,

@@ -104,6 +104,9 @@ class Differential:
     blast_percent: float
     blast_ci: tuple[float, float]
     method: str = "Wilson score interval, 95%"
+    #: the same differential corrected for the model's held-out confusion
+    #: (:class:`leukomorph.aggregate.correction.CorrectedDifferential` as a dict), when computed
+    corrected: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,10 @@ confident cells of the class that triggered it).
 6. no_leukemic_pattern.
 
 Every result carries ``details.blast_thresholds`` (status, posterior probability above, cells
-still needed at 10% and 20%) and the case scores it used.
+still needed at 10% and 20%) and the case scores it used. Outcomes 2-5 also carry
+``details.lineage_hint`` (rules 1.2, :func:`lineage_hint`): what the morphology suggests about the
+lineage of the blast population, with its evidence cells and statistics. Morphology cannot assign
+lineage (WHO 5th ed. and ICC require immunophenotyping); the hint says so every time.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from dataclasses import dataclass
 from ..records import CellPrediction, Differential, Suggestion
 from ..taxonomy import BLAST_EQUIVALENT
 from .counting import threshold_report
+from .differential import wilson_interval
 
-__all__ = ["RULES_VERSION", "RuleConfig", "suggest"]
+__all__ = ["RULES_VERSION", "RuleConfig", "lineage_hint", "suggest"]
 
-RULES_VERSION = "1.1"
+RULES_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,14 @@ class RuleConfig:
     uncertain_low_pct: float = 10.0
     apl_score_threshold: float = 0.5
     n_evidence: int = 12
+    #: lineage hint: monocytic component (monocytes + promonocytes, % of white cells)
+    monocytic_pct: float = 20.0
+    #: lineage hint: maturing granulocytic precursors (promyelocytes + myelocytes + metamyelocytes, %)
+    maturing_pct: float = 10.0
+    #: lineage hint: share of blasts the attribute model calls granular (≥ granular / ≤ agranular)
+    granular_share: float = 0.5
+    agranular_share: float = 0.1
+    min_blasts_for_attributes: int = 10
 
 
 def _evidence(preds: Sequence[CellPrediction], classes: set[str], n: int) -> tuple[str, ...]:
@@ -54,11 +66,100 @@ def _evidence(preds: Sequence[CellPrediction], classes: set[str], n: int) -> tup
     return tuple(p.source for p in hits[:n])
 
 
+LINEAGE_CAVEAT = (
+    "Morphology alone cannot assign lineage: flow cytometry (and cytogenetics/molecular tests) decide; "
+    "this hint only orders the work-up."
+)
+
+
+def lineage_hint(
+    diff: Differential,
+    preds: Sequence[CellPrediction],
+    cfg: RuleConfig = RuleConfig(),
+    attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
+    apl: bool = False,
+) -> dict:
+    """What the morphology suggests about the blast population's lineage (rules 1.2).
+
+    Checked in order: APL pattern (myeloid, promyelocytic); a monocytic component
+    (monocytes + promonocytes ≥ ``monocytic_pct`` %); maturing granulocytic precursors
+    (≥ ``maturing_pct`` %); granularity of the cells called blast, from the WBCAtt attribute
+    model when it ran (granular blasts favour myeloid; agranular blasts fit lymphoid or minimally
+    differentiated myeloid). Otherwise undetermined.
+    """
+    by_name = {c.name: c for c in diff.counts}
+    n = diff.wbc_denominator
+
+    def pct(names):
+        k = sum(by_name[c].count for c in names if c in by_name)
+        lo, hi = wilson_interval(k, n)
+        return k, (100 * k / n if n else 0.0), (100 * lo, 100 * hi)
+
+    out: dict = {"caveat": LINEAGE_CAVEAT, "evidence_cells": [], "statistics": {}}
+    mono_k, mono, mono_ci = pct(("monocyte", "promonocyte"))
+    mat_k, mat, mat_ci = pct(("promyelocyte", "myelocyte", "metamyelocyte"))
+    out["statistics"] = {
+        "monocytic_percent": [round(mono, 1), [round(v, 1) for v in mono_ci]],
+        "maturing_granulocytic_percent": [round(mat, 1), [round(v, 1) for v in mat_ci]],
+    }
+    blasts = [p for p in preds if p.predicted_class == "blast"]
+    gran = None
+    if attributes and len(blasts) >= cfg.min_blasts_for_attributes:
+        have = [p for p in blasts if p.source in attributes and "granularity" in attributes[p.source]]
+        if len(have) >= cfg.min_blasts_for_attributes:
+            yes = [p for p in have if attributes[p.source]["granularity"][0] == "yes"]
+            lo, hi = wilson_interval(len(yes), len(have))
+            gran = (len(yes), len(have), len(yes) / len(have), (lo, hi), yes, have)
+            out["statistics"]["granular_blast_share"] = [round(gran[2], 3), [round(lo, 3), round(hi, 3)], len(have)]
+    if apl:
+        out.update(
+            hint="myeloid, promyelocytic (APL pattern)", basis="learned APL-vs-AML case score or promyelocyte excess"
+        )
+        out["evidence_cells"] = list(_evidence(preds, {"promyelocyte"}, cfg.n_evidence))
+    elif mono >= cfg.monocytic_pct:
+        out.update(
+            hint="monocytic differentiation",
+            basis=f"monocytes + promonocytes {mono:.1f}% of white cells (95% CI {mono_ci[0]:.1f}-{mono_ci[1]:.1f}%, "
+            f"threshold {cfg.monocytic_pct:g}%); consider AML with monocytic differentiation "
+            "(or CMML when blasts < 20%)",
+        )
+        out["evidence_cells"] = list(_evidence(preds, {"promonocyte", "monocyte"}, cfg.n_evidence))
+    elif mat >= cfg.maturing_pct:
+        out.update(
+            hint="myeloid with maturation",
+            basis=f"promyelocytes + myelocytes + metamyelocytes {mat:.1f}% of white cells "
+            f"(95% CI {mat_ci[0]:.1f}-{mat_ci[1]:.1f}%, threshold {cfg.maturing_pct:g}%)",
+        )
+        out["evidence_cells"] = list(_evidence(preds, {"promyelocyte", "myelocyte", "metamyelocyte"}, cfg.n_evidence))
+    elif gran is not None and gran[2] >= cfg.granular_share:
+        out.update(
+            hint="myeloid favoured (granular blasts)",
+            basis=f"{gran[0]} of {gran[1]} blasts granular by the attribute model ({gran[2]:.0%}, 95% CI "
+            f"{gran[3][0]:.0%}-{gran[3][1]:.0%}); the attribute model learned granularity on normal cells",
+        )
+        out["evidence_cells"] = [p.source for p in sorted(gran[4], key=lambda p: -p.confidence)[: cfg.n_evidence]]
+    elif gran is not None and gran[2] <= cfg.agranular_share:
+        out.update(
+            hint="agranular blasts: lymphoid or minimally differentiated myeloid",
+            basis=f"{gran[0]} of {gran[1]} blasts granular by the attribute model ({gran[2]:.0%}, 95% CI "
+            f"{gran[3][0]:.0%}-{gran[3][1]:.0%}), no monocytic or maturing component",
+        )
+        out["evidence_cells"] = [p.source for p in sorted(gran[5], key=lambda p: -p.confidence)[: cfg.n_evidence]]
+    else:
+        out.update(
+            hint="undetermined",
+            basis="no monocytic or maturing component above its threshold"
+            + ("" if gran is not None else "; blast granularity not assessed (attribute model off or too few blasts)"),
+        )
+    return out
+
+
 def suggest(
     diff: Differential,
     preds: Sequence[CellPrediction],
     cfg: RuleConfig = RuleConfig(),
     case_scores: dict | None = None,
+    attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
 ) -> Suggestion:
     by_name = {c.name: c for c in diff.counts}
     pro = by_name.get("promyelocyte")
@@ -86,6 +187,12 @@ def suggest(
             (),
             details,
         )
+    if (apl_p is not None and apl_p >= cfg.apl_score_threshold) or (
+        apl_p is None and pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct
+    ):
+        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, apl=True)
+    elif diff.blast_percent >= cfg.increased_blast_pct:
+        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes)
     if apl_p is not None and apl_p >= cfg.apl_score_threshold:
         ci = apl.get("ci95") or [float("nan"), float("nan")]
         return Suggestion(

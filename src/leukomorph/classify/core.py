@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..records import CellPrediction
 from ..stain import LEUKOMORPH_REFERENCE, LabStats, normalise
 from .conformal import ConformalCalibration, prediction_sets
@@ -19,6 +19,7 @@ __all__ = [
     "Classifier",
     "check_tta",
     "classify_crops",
+    "model_confusion",
     "model_conformal",
     "needs_review",
     "predict_tta",
@@ -138,6 +139,18 @@ def model_conformal(model: Classifier) -> ConformalCalibration | None:
     card = getattr(model, "card", None)
     d = card.raw.get("inference", {}).get("conformal") if card is not None else None
     return ConformalCalibration.from_dict(d) if d else None
+
+
+def model_confusion(model: Classifier) -> np.ndarray | None:
+    """The held-out confusion counts in the model's card (``inference.confusion``, rows true,
+    columns predicted, in the model's class order), or None."""
+    card = getattr(model, "card", None)
+    d = card.raw.get("inference", {}).get("confusion") if card is not None else None
+    if not d:
+        return None
+    if tuple(d["classes"]) != tuple(model.classes):
+        raise ModelError(f"model {card.name!r}: confusion matrix classes differ from the model's classes")
+    return np.asarray(d["counts"], float)
 
 
 def needs_review(pred: CellPrediction, threshold: float = LOW_CONFIDENCE) -> bool:

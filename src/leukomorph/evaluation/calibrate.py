@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..models.registry import ModelCard, load_classifier
 from .runner import exact_targets, predict_rows, split_rows
 
-__all__ = ["fit_conformal", "write_conformal"]
+__all__ = ["fit_conformal", "write_confusion", "write_conformal"]
 
 
 def fit_conformal(
@@ -56,4 +56,38 @@ def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration
     p = Path(card_path)
     raw = json.loads(p.read_text())
     raw.setdefault("inference", {})["conformal"] = {**cal.to_dict(), "fitted_on": source}
+    p.write_text(jsonio.dumps(raw, indent=1))
+
+
+def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
+    """Store the pooled held-out confusion matrix (taxonomy classes, rows true) of a
+    :func:`~leukomorph.evaluation.runner.run_evaluation` result under ``inference.confusion`` of the
+    card (used by the confusion-corrected differential; the ONNX file is untouched)."""
+    import numpy as np
+
+    p = Path(card_path)
+    raw = json.loads(p.read_text())
+    total, classes, parts = None, None, {}
+    for ds, reps in metrics["sources"].items():
+        rep = reps["taxonomy"]
+        cm = np.array(rep["confusion"], int)
+        classes = classes or rep["classes"]
+        if list(rep["classes"]) != list(classes):
+            raise ValueError("per-source confusion matrices use different class orders")
+        total = cm if total is None else total + cm
+        parts[ds] = int(cm.sum())
+    if classes and classes[-1] == "(other)":  # evaluate_predictions' column for labels outside the classes
+        total, classes = total[:-1, :-1], classes[:-1]
+    raw.setdefault("inference", {})["confusion"] = {
+        "classes": list(classes),
+        "counts": total.tolist(),
+        "rows": "true class (exact labels only)",
+        "columns": "predicted class",
+        "source": {
+            "split": metrics["split"].rsplit("/", 1)[-1],
+            "which": metrics["which"],
+            "tta": metrics["tta"],
+            "cells": parts,
+        },
+    }
     p.write_text(jsonio.dumps(raw, indent=1))

@@ -119,12 +119,44 @@ def _to_rgb(arr: np.ndarray, path: str, notes: list[str]) -> np.ndarray:
     raise ImageReadError(path, f"unsupported image shape {arr.shape} (expected H×W, H×W×3 or H×W×4)")
 
 
-def _decode_tiff(data: bytes, path: str, notes: list[str]) -> np.ndarray:
+#: pixel sizes (µm/px) accepted from file metadata; outside this range the value is a screen/print
+#: default (72, 96, 300 dpi) or nonsense, and is ignored
+PLAUSIBLE_UM_PER_PX = (0.02, 5.0)
+
+
+def _plausible(um: float | None) -> float | None:
+    return float(um) if um and PLAUSIBLE_UM_PER_PX[0] <= um <= PLAUSIBLE_UM_PER_PX[1] else None
+
+
+def _tiff_pixel_size(tf, page) -> float | None:
+    """µm per pixel from ImageJ metadata (unit micron) or the XResolution/ResolutionUnit tags."""
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    px_per_unit = num / den if den else 0.0
+    if px_per_unit <= 0:
+        return None
+    ij = tf.imagej_metadata or {}
+    unit = str(ij.get("unit", "")).lower()
+    if unit in ("micron", "microns", "um", "\u00b5m", "µm"):
+        return _plausible(1.0 / px_per_unit)
+    res_unit = int(getattr(tags.get("ResolutionUnit"), "value", 2))
+    per_unit_um = {2: 25400.0, 3: 10000.0}.get(res_unit)
+    return _plausible(per_unit_um / px_per_unit) if per_unit_um else None
+
+
+def _decode_tiff(data: bytes, path: str, notes: list[str], meta: dict | None = None) -> np.ndarray:
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tf:
             page = tf.pages[0]
+            if meta is not None:
+                try:
+                    meta["pixel_size_um"] = _tiff_pixel_size(tf, page)
+                except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                    meta["pixel_size_um"] = None
             n = int(np.prod(page.shape))
             if n > MAX_PIXELS * 4:
                 raise ImageReadError(path, f"image too large ({page.shape}; limit {MAX_PIXELS:,} pixels)")
@@ -140,7 +172,7 @@ def _decode_tiff(data: bytes, path: str, notes: list[str]) -> np.ndarray:
     return arr
 
 
-def _decode_pil(data: bytes, path: str, notes: list[str]) -> np.ndarray:
+def _decode_pil(data: bytes, path: str, notes: list[str], meta: dict | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
@@ -159,6 +191,12 @@ def _decode_pil(data: bytes, path: str, notes: list[str]) -> np.ndarray:
         raise ImageReadError(path, "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
+    if meta is not None:
+        dpi = im.info.get("dpi")
+        try:
+            meta["pixel_size_um"] = _plausible(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
+        except (TypeError, ValueError, IndexError):
+            meta["pixel_size_um"] = None
     if im.getexif().get(0x0112, 1) not in (0, 1):
         im = ImageOps.exif_transpose(im)
         notes.append("EXIF orientation applied")
@@ -200,7 +238,8 @@ def read_image(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 10
         raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from exc
     notes: list[str] = []
     is_tiff = data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-    arr = _decode_tiff(data, p, notes) if is_tiff else _decode_pil(data, p, notes)
+    meta: dict = {}
+    arr = _decode_tiff(data, p, notes, meta) if is_tiff else _decode_pil(data, p, notes, meta)
     arr = _to_uint8(np.asarray(arr), p, notes)
     arr = _to_rgb(arr, p, notes)
     if arr.shape[0] < 8 or arr.shape[1] < 8:
@@ -209,5 +248,6 @@ def read_image(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 10
         pixels=np.ascontiguousarray(arr),
         source=p,
         sha256=hashlib.sha256(data).hexdigest(),
+        pixel_size_um=meta.get("pixel_size_um"),
         notes=tuple(notes),
     )

@@ -28,6 +28,7 @@ __all__ = [
     "get_card",
     "list_cards",
     "load_classifier",
+    "load_detector",
     "load_segmenter",
 ]
 
@@ -111,6 +112,25 @@ def load_segmenter(name_or_path: str = "leukomorph-seg", threads: int | None = N
     if card.task != "segmentation":
         raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a segmentation model")
     return OnnxSegmenter.from_file(verify(card), card.input_size, card=card, threads=threads)
+
+
+def load_detector(name_or_path: str = "leukomorph-det", threads: int | None = None):
+    """Load a verified smear-field detector (ONNX Runtime backend)."""
+    from ..detect.model import OnnxDetector
+
+    card = get_card(name_or_path)
+    if card.task != "detection":
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not a detector")
+    return OnnxDetector.from_file(
+        verify(card),
+        card.input_size,
+        card.classes,
+        int(card.input["stride"]),
+        card=card,
+        threads=threads,
+        rbc_diameter_px=card.input.get("rbc_diameter_px"),
+        um_per_px=card.input.get("um_per_px"),
+    )
 
 
 def ensemble_sha256(member_sha256s: list[str]) -> str:

@@ -29,7 +29,20 @@ __all__ = ["OUTPUT_FILES", "prepare_output_dir", "write_outputs"]
 
 OUTPUT_FILES = ("cells.csv", "results.json", "report.html", "run.json")
 #: written in field mode only (detections as QuPath-readable GeoJSON and as COCO)
-FIELD_FILES = ("detections.geojson", "detections.coco.json")
+FIELD_FILES = ("detections.geojson", "detections.coco.json", "fields.csv")
+#: fields.csv columns before any field-model columns
+FIELD_COLUMNS = (
+    "image",
+    "status",
+    "detector",
+    "n_white_cells",
+    "n_red_cells",
+    "n_platelets",
+    "scale_method",
+    "pixel_size_um",
+    "estimated_um_per_px",
+    "tiles",
+)
 GALLERY_LIMIT = 200
 
 
@@ -124,6 +137,7 @@ def _results_dict(result) -> dict:
                 }
                 for c in d.counts
             },
+            "corrected_for_model_confusion": d.corrected,
         },
         "review": {
             "n_flagged": sum(needs_review(p, result.config.low_confidence) for p in result.predictions),
@@ -131,6 +145,7 @@ def _results_dict(result) -> dict:
             "conformal": result.model.get("conformal"),
         },
         "case_scores": result.case_scores,
+        "fields": {path: {k: v for k, v in f.items() if k != "objects"} for path, f in result.fields.items()},
         "blast_thresholds": result.suggestion.details.get("blast_thresholds", []),
         "blast_percent": round(d.blast_percent, 2),
         "blast_ci95": [round(v, 2) for v in d.blast_ci],
@@ -236,9 +251,47 @@ def write_outputs(
     }
     paths["run.json"].write_text(jsonio.dumps(run, indent=2), encoding="utf-8")
     paths["report.html"].write_text(render_html(result, results), encoding="utf-8")
-    if result.detections:
+    if result.detections or result.fields:
         paths.update(_write_detections(result, out))
+    if result.fields:
+        paths["fields.csv"] = _write_fields(result, out)
     return paths
+
+
+def _write_fields(result, out: Path) -> Path:
+    """One row per input field: detector, object counts, how the scale was set (and inputs that failed)."""
+    path = out / "fields.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        fm_classes = next(
+            (list(f["field_model"]["probabilities"]) for f in result.fields.values() if "field_model" in f), []
+        )
+        fm_cols = (
+            ["all_subtype", "all_subtype_probability", "all_applicable", *[f"p_{c}" for c in fm_classes]]
+            if fm_classes
+            else []
+        )
+        w.writerow([*FIELD_COLUMNS, *fm_cols])
+        for inp in result.inputs:
+            f = result.fields.get(inp.path)
+            if f is None:
+                w.writerow([inp.path, inp.status, *[""] * (len(FIELD_COLUMNS) - 2 + len(fm_cols))])
+                continue
+            extra = []
+            if fm_cols:
+                m = f.get("field_model")
+                extra = (
+                    [
+                        m["label"],
+                        m["probabilities"][m["label"]],
+                        str(m["applicable"]).lower(),
+                        *[m["probabilities"][c] for c in fm_classes],
+                    ]
+                    if m
+                    else [""] * len(fm_cols)
+                )
+            w.writerow([inp.path, "ok", *["" if f.get(c) is None else f.get(c) for c in FIELD_COLUMNS[2:]], *extra])
+    return path
 
 
 def _write_detections(result, out: Path) -> dict[str, Path]:
@@ -254,13 +307,23 @@ def _write_detections(result, out: Path) -> dict[str, Path]:
         p = by_src.get(src)
         cls = p.predicted_class if p else "unclassified"
         x0, y0, x1, y1 = d["x0"], d["y0"], d["x1"], d["y1"]
+        mk = result.masks.get(src, {})
+        feat = {
+            "type": "Feature",
+            "id": src,
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [mk["cell"] if mk.get("cell") else [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+            },
+        }
+        if mk.get("nucleus"):  # QuPath reads a cell object's nucleus from nucleusGeometry
+            feat["nucleusGeometry"] = {"type": "Polygon", "coordinates": [mk["nucleus"]]}
         feats.append(
             {
-                "type": "Feature",
-                "id": src,
-                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+                **feat,
                 "properties": {
-                    "objectType": "detection",
+                    "objectType": "cell" if mk.get("cell") else "detection",
+                    "box": [x0, y0, x1, y1],
                     "image": d["image"],
                     "classification": {"name": cls},
                     "measurements": {
@@ -284,6 +347,43 @@ def _write_detections(result, out: Path) -> dict[str, Path]:
                 "detection_score": d["detection_score"],
             }
         )
+    other_cats: dict[str, int] = {}
+    for path, f in result.fields.items():
+        for j, o in enumerate(f.get("objects", [])):
+            x0, y0, x1, y1 = o["x0"], o["y0"], o["x1"], o["y1"]
+            feats.append(
+                {
+                    "type": "Feature",
+                    "id": f"{path}#{o['label']}{j + 1}",
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+                    },
+                    "properties": {
+                        "objectType": "detection",
+                        "image": path,
+                        "classification": {"name": o["label"]},
+                        "measurements": {"detection_score": o["score"]},
+                    },
+                }
+            )
+            if path not in images:
+                images[path] = len(images) + 1
+            if o["label"] not in other_cats:
+                other_cats[o["label"]] = len(cats) + len(other_cats) + 1
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": images[path],
+                    "category_id": other_cats[o["label"]],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "score": None,
+                    "detection_score": o["score"],
+                }
+            )
+    cats = {**cats, **other_cats}
     coco = {
         "info": {"description": f"LeukoMorph detections, case {result.case}", "version": result.versions["leukomorph"]},
         "images": [
@@ -309,12 +409,12 @@ FIELD_VIEW_LIMIT = 24
 
 def _field_views(result) -> list[dict]:
     """Field images with their detections boxed and labelled (first FIELD_VIEW_LIMIT fields)."""
-    if not result.detections:
+    if not result.detections and not result.fields:
         return []
     from ..errors import ImageReadError
     from ..io import read_image
 
-    by_img: dict[str, list] = {}
+    by_img: dict[str, list] = {p: [] for p in result.fields}
     for src, d in result.detections.items():
         by_img.setdefault(d["image"], []).append((src, d))
     by_src = {p.source: p for p in result.predictions}
@@ -325,18 +425,36 @@ def _field_views(result) -> list[dict]:
         except ImageReadError:
             continue
         lw = max(1, min(img.shape[:2]) // 200)
+        info = result.fields.get(path, {})
+        for o in info.get("objects", []):  # red cells and platelets: thin outlines under the white cells
+            colour = (150, 150, 150) if o["label"] == "red_blood_cell" else (120, 60, 160)
+            cv2.rectangle(img, (o["x0"], o["y0"]), (o["x1"], o["y1"]), colour, 1)
         for src, d in dets:
             p = by_src.get(src)
             colour = (
                 (192, 57, 43) if p and p.predicted_class in ("blast", "promonocyte", "promyelocyte") else (31, 120, 180)
             )
             cv2.rectangle(img, (d["x0"], d["y0"]), (d["x1"], d["y1"]), colour, lw)
+            mk = result.masks.get(src, {})
+            for part, col in (("cell", (39, 174, 96)), ("nucleus", (60, 20, 90))):
+                if mk.get(part):
+                    cv2.polylines(img, [np.array(mk[part], np.int32)], True, col, max(1, lw // 2))
             label = f"{src.rsplit('#', 1)[1]} {p.predicted_class if p else '?'}"
             cv2.putText(img, label, (d["x0"], max(12, d["y0"] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * lw, colour, lw)
         s = min(1.0, 640 / img.shape[1])
         if s < 1:
             img = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        out.append({"path": path, "src": _png_b64(img), "n": len(dets)})
+        out.append(
+            {
+                "path": path,
+                "src": _png_b64(img),
+                "n": len(dets),
+                "n_rbc": info.get("n_red_cells"),
+                "n_plt": info.get("n_platelets"),
+                "um": info.get("pixel_size_um") or info.get("estimated_um_per_px"),
+                "um_how": "given" if info.get("pixel_size_um") else "red-cell ruler",
+            }
+        )
     return out
 
 

@@ -44,7 +44,7 @@ def finalize_model(
     tta: str = "none",
     conformal_alpha: float | None = 0.1,
 ) -> Path:
-    from ..evaluation.calibrate import fit_conformal, write_conformal
+    from ..evaluation.calibrate import fit_conformal, write_conformal, write_confusion
     from ..evaluation.runner import read_split, run_evaluation
     from ..models.registry import ModelCard
 
@@ -142,6 +142,7 @@ def finalize_model(
     metrics, text = run_evaluation(ModelCard.from_file(card_path), out / split_name, "test", out / "eval", n_boot)
     card["metrics"] = {"held_out_test": _compact(metrics)}
     card_path.write_text(jsonio.dumps(card, indent=1))
+    write_confusion(card_path, metrics)
     (out / "eval" / "metrics.json").write_text(jsonio.dumps(metrics, indent=1))
     return card_path
 
