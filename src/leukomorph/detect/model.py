@@ -46,9 +46,11 @@ class FieldDetections:
         return RBC_DIAMETER_UM / self.rbc_diameter_px if self.rbc_diameter_px else None
 
 
-def _pad32(rgb: np.ndarray) -> np.ndarray:
+def _pad32(rgb: np.ndarray, min_side: int = 0) -> np.ndarray:
+    """Pad right/bottom with the border colour to a multiple of 32 (and at least ``min_side``)."""
     h, w = rgb.shape[:2]
-    ph, pw = -h % 32, -w % 32
+    ph, pw = max(-h % 32, min_side - h), max(-w % 32, min_side - w)
+    ph, pw = ph + (-(h + ph) % 32), pw + (-(w + pw) % 32)
     if not (ph or pw):
         return rgb
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -99,7 +101,9 @@ class OnnxDetector:
     # -- core ---------------------------------------------------------------------------------
     def _run(self, rgb: np.ndarray) -> list[Detection]:
         """Detections of one image already at model scale (its size ≤ tile), model-input pixels."""
-        x = _pad32(rgb)[None]
+        # small images get context up to the training canvas size, as in training (fields shrunk by
+        # the scale jitter were placed on a canvas of the field's border colour)
+        x = _pad32(rgb, self.input_size)[None]
         heat, reg = self.session.run(None, {self._input: np.ascontiguousarray(x)})
         return decode(heat[0], reg[0], self.classes, self.stride, self.threshold)
 
@@ -128,9 +132,20 @@ class OnnxDetector:
         ]
         return out, n
 
-    def _rbc_size(self, dets: list[Detection], min_score: float = 0.3) -> float | None:
+    def _rbc_size(self, dets: list[Detection], shape: tuple[int, int], min_score: float = 0.3) -> float | None:
+        """Median side of confident red-cell boxes that do not touch the image border (a cut cell's
+        box understates its size); None when fewer than 5 such cells."""
+        h, w = shape[:2]
+        m = max(2, int(0.01 * max(h, w)))
         sides = [
-            ((d.x1 - d.x0) * (d.y1 - d.y0)) ** 0.5 for d in dets if d.label == "red_blood_cell" and d.score >= min_score
+            ((d.x1 - d.x0) * (d.y1 - d.y0)) ** 0.5
+            for d in dets
+            if d.label == "red_blood_cell"
+            and d.score >= min_score
+            and d.x0 > m
+            and d.y0 > m
+            and d.x1 < w - m
+            and d.y1 < h - m
         ]
         return float(np.median(sides)) if len(sides) >= 5 else None
 
@@ -139,10 +154,10 @@ class OnnxDetector:
         if um_per_px and self.um_per_px:
             s = um_per_px / self.um_per_px
             dets, n = self._at_scale(rgb, s)
-            return FieldDetections(dets, s, "pixel size", self._rbc_size(dets), n)
+            return FieldDetections(dets, s, "pixel size", self._rbc_size(dets, rgb.shape), n)
         s = self.input_size / max(h, w)
         dets, n = self._at_scale(rgb, s)
-        rbc = self._rbc_size(dets)
+        rbc = self._rbc_size(dets, rgb.shape)
         if auto_scale and rbc is None and self.rbc_diameter_px:
             rbc = self._probe_rbc(rgb, s)
         if auto_scale and rbc and self.rbc_diameter_px:
@@ -159,7 +174,7 @@ class OnnxDetector:
                         ("red-cell ruler asked for an implausible zoom; kept the default scale",),
                     )
                 dets2, n2 = self._at_scale(rgb, s2)
-                return FieldDetections(dets2, s2, "red-cell ruler", self._rbc_size(dets2) or rbc, n2)
+                return FieldDetections(dets2, s2, "red-cell ruler", self._rbc_size(dets2, rgb.shape) or rbc, n2)
             return FieldDetections(dets, s, "red-cell ruler", rbc, n)
         return FieldDetections(dets, s, "default", rbc, n)
 
@@ -174,7 +189,7 @@ class OnnxDetector:
             side = int(min(h, w, self.tile / sk))
             y0, x0 = (h - side) // 2, (w - side) // 2
             dets, _ = self._at_scale(rgb[y0 : y0 + side, x0 : x0 + side], sk)
-            rbc = self._rbc_size(dets)
+            rbc = self._rbc_size(dets, (side, side))
             if rbc:
                 return rbc
         return None

@@ -50,9 +50,30 @@ def check_password(user: User | None, password: str) -> bool:
 
 
 def _store_image(src: Path, images: Path) -> tuple[str, str]:
-    data = src.read_bytes()
+    return _store_bytes(src.read_bytes(), src.suffix.lower(), images)
+
+
+def _field_cell_png(field: Path, r: dict[str, str]) -> bytes:
+    """PNG of a field-mode cell: the pipeline's crop rule around the box in cells.csv."""
+    import cv2
+
+    from ..detect import Detection
+    from ..errors import ImageReadError
+    from ..io import read_image
+    from ..pipeline import field_crop
+
+    try:
+        rgb = read_image(field).pixels
+    except ImageReadError as exc:
+        raise DataError(f"{r['path']}: field image unreadable ({exc.reason})") from exc
+    box = Detection(int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]), 0.0)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(field_crop(rgb, box), cv2.COLOR_RGB2BGR))
+    return buf.tobytes()
+
+
+def _store_bytes(data: bytes, suffix: str, images: Path) -> tuple[str, str]:
     sha = hashlib.sha256(data).hexdigest()
-    rel = f"{sha[:2]}/{sha}{src.suffix.lower()}"
+    rel = f"{sha[:2]}/{sha}{suffix}"
     dst = images / rel
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -82,14 +103,19 @@ def import_results(
     case = Case(name=case_name, source=str(rd.resolve()), results=results)
     db.add(case)
     with cells_csv.open(newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
+        # classified cells only (a field without white cells has an ok row but no prediction)
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok" and r["predicted_class"]]
     for r in rows:
-        src = Path(r["path"])
+        field_mode = bool(r.get("image")) and r["path"] != r["image"]
+        src = Path(r["image"] if field_mode else r["path"])
         if not src.is_absolute() and not src.exists():
             src = rd / src  # paths in cells.csv are as given to analyze (relative to its working folder)
         if not src.is_file():
             raise DataError(f"{r['path']}: cell image not found (import from the folder analyze ran in)")
-        sha, rel = _store_image(src, images)
+        if field_mode:  # a cell detected in a field: stored as its crop
+            sha, rel = _store_bytes(_field_cell_png(src, r), ".png", images)
+        else:
+            sha, rel = _store_image(src, images)
         conf = float(r["confidence"])
         flag = r.get("review_flag", "").lower() == "true" if "review_flag" in r else conf < 0.6
         case.cells.append(
