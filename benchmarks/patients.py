@@ -62,7 +62,7 @@ def main() -> None:
     print(f"\nAPL vs AML, patient level (case models on {DEFAULT_CLASSIFIER}; from their cards):\n")
     print("| model | estimate | patients (APL) | AUROC (95% CI) | Brier |")
     print("|---|---|---|---|---|")
-    for name in (DEFAULT_CASE_MODEL, "leukomorph-apl-lr"):
+    for name in dict.fromkeys((DEFAULT_CASE_MODEL, "leukomorph-apl", "leukomorph-apl-lr")):
         m = get_card(name).raw["metrics"]
         held, cv = m["held_out_cell_model_test_patients"], m["cross_validation"]
         if held:

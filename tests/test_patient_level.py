@@ -1,4 +1,4 @@
-"""Counting statistics, rules 1.1, the learned case model and saliency."""
+"""Counting statistics, rules 1.2, the learned case models, confusion correction, lineage hint and saliency."""
 
 import json
 import shutil
@@ -17,6 +17,7 @@ from leukomorph.aggregate.counting import cells_to_decide, prob_above, threshold
 from leukomorph.aggregate.differential import wilson_interval
 from leukomorph.errors import ModelIntegrityError
 from leukomorph.explain import occlusion_map, overlay
+from leukomorph.models import DEFAULT_CASE_MODEL
 from leukomorph.models.backends.fake import FakeClassifier
 from leukomorph.pipeline import case_scores
 from leukomorph.records import CellPrediction
@@ -115,9 +116,37 @@ def test_case_model_scores_checks_hash_and_cell_model(tiny_case_model):
 def test_bundled_case_model_matches_bundled_cell_model():
     from leukomorph.models import get_card
 
-    cm = load_case_model("leukomorph-apl")
-    assert cm.depends_on["sha256"] == get_card("leukomorph-cell").sha256
-    assert np.isfinite(cm.ood_threshold)
+    for name in ("leukomorph-apl", "leukomorph-apl-lr", DEFAULT_CASE_MODEL):
+        cm = load_case_model(name)
+        assert cm.depends_on["sha256"] == get_card("leukomorph-cell").sha256
+        assert np.isfinite(cm.ood_threshold)
+
+
+def test_case_ensemble_averages_its_members_and_checks_them(tmp_path):
+    from leukomorph.aggregate.case_model import EnsembleCaseModel
+    from leukomorph.aggregate.mil import mil_forward
+    from leukomorph.models import get_card
+
+    ens = load_case_model(DEFAULT_CASE_MODEL)
+    assert isinstance(ens, EnsembleCaseModel)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, ens.mil.params["W"].shape[1])).astype(np.float32)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), 40)
+    raw, att = ens.raw_score(probs, emb)
+    assert raw == pytest.approx(0.5 * (mil_forward(ens.mil.params, emb, calibrated=False)[0] + ens.lr.predict(probs)))
+    p, _ = ens.score_and_attention(probs, emb)
+    assert 0 < p < 1 and att.shape == (40,) and att.sum() == pytest.approx(1)
+    lo, hi = ens.predict_interval(probs, emb, n_boot=20)
+    assert 0 <= lo <= hi <= 1
+    # a member whose file changed is refused, as any model
+    card = get_card(DEFAULT_CASE_MODEL)
+    raw_card = json.loads(open(card.card_path).read())
+    raw_card["ensemble"]["members"][1]["sha256"] = "0" * 64
+    for f in (card.file,):
+        shutil.copy(card.weights_path, tmp_path / f)
+    (tmp_path / "ens.json").write_text(json.dumps(raw_card))
+    with pytest.raises(ModelIntegrityError, match="member"):
+        load_case_model(str(tmp_path / "ens.json"))
 
 
 def test_occlusion_saliency_shape_and_range():
@@ -140,7 +169,7 @@ def test_analyze_results_have_case_scores_and_counting(sample_dir, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     apl = res["case_scores"]["apl_vs_aml"]
-    assert 0 <= apl["probability"] <= 1 and apl["model"] == "leukomorph-apl"
+    assert 0 <= apl["probability"] <= 1 and apl["model"] == DEFAULT_CASE_MODEL
     # healthy-donor crops are unlike the AML/APL training patients: score shown, not used
     assert apl["applicable"] is False and res["suggestion"]["code"] != "apl_suspected"
     assert {t["threshold_percent"] for t in res["blast_thresholds"]} == {10.0, 20.0}

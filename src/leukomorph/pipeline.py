@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .aggregate import differential, suggest
-from .aggregate.case_model import cell_contributions, load_case_model
+from .aggregate.case_model import EnsembleCaseModel, cell_contributions, load_case_model
 from .aggregate.correction import corrected_differential
 from .aggregate.mil import mil_forward
 from .aggregate.rules import RuleConfig
@@ -324,7 +324,15 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
             entry["status"] = "not computed: the cell model gave no embeddings (exported without them?)"
         else:
             probs = np.array([p.probabilities for p in preds])
-            if cm.needs_embeddings:
+            if isinstance(cm, EnsembleCaseModel):
+                emb = np.stack([p.embedding for p in preds])
+                score, att = cm.score_and_attention(probs, emb)
+                lo, hi = cm.predict_interval(probs, emb)
+                top = [int(i) for i in np.argsort(-att)[:12]]
+                entry["evidence_method"] = "attention weights of the ensemble's multiple-instance member"
+                entry["top_features"] = [[n, round(v, 3)] for n, v in cm.lr.contributions(probs)]
+                entry["members"] = [cm.mil.name, cm.lr.name]
+            elif cm.needs_embeddings:
                 emb = np.stack([p.embedding for p in preds])
                 score, att = mil_forward(cm.params, emb)  # one pass gives the score and the attention
                 lo, hi = cm.predict_interval(emb)

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
-from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel
+from ..errors import ModelError, ModelIntegrityError
+from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel, mil_forward
 
 __all__ = [
+    "ENSEMBLE_FEATURES",
     "FEATURE_SET",
     "CaseModel",
+    "EnsembleCaseModel",
     "case_feature_names",
     "case_features",
     "cell_contributions",
@@ -92,12 +94,94 @@ class CaseModel:
         return [(names[i], float(z[i])) for i in order]
 
 
-def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel:
+#: feature-set tag of the ensemble case model (mean of member scores, Platt-recalibrated)
+ENSEMBLE_FEATURES = "case_ensemble_mean_v1"
+
+
+@dataclass(frozen=True)
+class EnsembleCaseModel:
+    """Mean of an attention-MIL member's raw score and a logistic member's probability,
+    recalibrated by Platt scaling; attention (evidence cells) and applicability come from the
+    members."""
+
+    name: str
+    version: str
+    target: str
+    positive: str
+    mil: MilCaseModel
+    lr: CaseModel
+    platt_a: float
+    platt_b: float
+    depends_on: dict[str, str]
+    card_path: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    needs_embeddings: bool = True
+
+    @property
+    def ood_threshold(self) -> float:
+        return self.lr.ood_threshold
+
+    def distance(self, probs: np.ndarray) -> float:
+        return self.lr.distance(probs)
+
+    def raw_score(self, probs: np.ndarray, emb: np.ndarray) -> tuple[float, np.ndarray]:
+        s_mil, att = mil_forward(self.mil.params, emb, calibrated=False)
+        return 0.5 * (s_mil + self.lr.predict(probs)), att
+
+    def score_and_attention(self, probs: np.ndarray, emb: np.ndarray) -> tuple[float, np.ndarray]:
+        m, att = self.raw_score(probs, emb)
+        m = float(np.clip(m, 1e-6, 1 - 1e-6))
+        logit = self.platt_a * np.log(m / (1 - m)) + self.platt_b
+        return float(1 / (1 + np.exp(-logit))), att
+
+    def predict_interval(self, probs: np.ndarray, emb: np.ndarray, n_boot: int = 100, seed: int = 0):
+        """95% interval over bootstrap resamples of the case's cells (counting noise only)."""
+        probs, emb = np.asarray(probs, float), np.asarray(emb)
+        rng = np.random.default_rng(seed)
+        vals = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(probs), len(probs))
+            vals.append(self.score_and_attention(probs[i], emb[i])[0])
+        return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+
+def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel | EnsembleCaseModel:
     """Load and verify a case model (card JSON + ``.npz`` parameters) by registry name or card path."""
     from ..models.registry import get_card, load_params
 
     card = get_card(name_or_path)
     params = load_params(card, "case-classification", "a case model")
+    if card.input.get("features") == ENSEMBLE_FEATURES:
+        members = {}
+        for m in card.raw["ensemble"]["members"]:
+            ref = m["model"]
+            if (ref.endswith(".json") or os.sep in ref) and not os.path.isabs(ref):
+                ref = str(Path(card.card_path).parent / ref)
+            mc = load_case_model(ref)
+            mcard = get_card(ref)
+            if mcard.sha256 != m["sha256"]:
+                raise ModelIntegrityError(
+                    f"case ensemble {card.name!r}: member {mcard.name!r} has sha256 {mcard.sha256}, "
+                    f"card expects {m['sha256']}"
+                )
+            if mc.depends_on.get("sha256") != card.raw["depends_on"]["sha256"]:
+                raise ModelError(f"case ensemble {card.name!r}: member {mc.name!r} was fitted on another cell model")
+            members[m["role"]] = mc
+        if not isinstance(members.get("mil"), MilCaseModel) or not isinstance(members.get("lr"), CaseModel):
+            raise ModelError(f"{card.card_path}: a case ensemble needs one 'mil' and one 'lr' member")
+        return EnsembleCaseModel(
+            name=card.name,
+            version=card.version,
+            target=card.raw["target"],
+            positive=card.raw["positive"],
+            mil=members["mil"],
+            lr=members["lr"],
+            platt_a=float(params["platt_a"]),
+            platt_b=float(params["platt_b"]),
+            depends_on=dict(card.raw["depends_on"]),
+            card_path=card.card_path,
+            raw=card.raw,
+        )
     if card.input.get("features") == MIL_FEATURES:
         return MilCaseModel(
             name=card.name,

@@ -20,8 +20,9 @@ MIL_FEATURES = "cell_embedding_mil_v1"
 PARAM_NAMES = ("W", "b", "V", "v", "U", "u", "w", "c", "c0")
 
 
-def mil_forward(params: dict[str, np.ndarray], emb: np.ndarray) -> tuple[float, np.ndarray]:
-    """(probability, attention weights) for one bag of embeddings (N, D)."""
+def mil_forward(params: dict[str, np.ndarray], emb: np.ndarray, calibrated: bool = True) -> tuple[float, np.ndarray]:
+    """(probability, attention weights) for one bag of embeddings (N, D); ``calibrated=False``
+    skips the Platt recalibration (the raw score that an ensemble averages)."""
     e = np.asarray(emb, np.float64)
     h = np.maximum(e @ params["W"].T + params["b"], 0)
     gate = np.tanh(h @ params["V"].T + params["v"]) * (1 / (1 + np.exp(-(h @ params["U"].T + params["u"]))))
@@ -30,7 +31,7 @@ def mil_forward(params: dict[str, np.ndarray], emb: np.ndarray) -> tuple[float, 
     a /= a.sum()
     z = a @ h
     logit = float(z @ params["c"] + params["c0"])
-    if "platt_a" in params:  # recalibration to the training cohort's prevalence
+    if calibrated and "platt_a" in params:  # recalibration to the training cohort's prevalence
         logit = float(params["platt_a"]) * logit + float(params["platt_b"])
     return float(1 / (1 + np.exp(-logit))), a
 

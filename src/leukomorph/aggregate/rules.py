@@ -5,7 +5,7 @@ confident cells of the class that triggered it).
 
 1. too_few_cells: fewer than ``min_wbc`` white cells classified: no suggestion ("insufficient cells").
 2. apl_suspected (urgent): either the learned patient-level APL-vs-AML score (``case_scores``,
-   model ``leukomorph-apl``) is ≥ ``apl_score_threshold``, or promyelocytes are ≥
+   default model ``leukomorph-apl-ens``) is ≥ ``apl_score_threshold``, or promyelocytes are ≥
    ``apl_promyelocyte_pct`` % of white cells with at least ``apl_min_cells`` of them (used only when
    no applicable score exists: on DeepAPL the count separates APL from AML barely better than
    chance, the learned score far better). In APL the

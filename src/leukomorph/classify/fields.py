@@ -25,11 +25,15 @@ import numpy as np
 
 __all__ = [
     "ALL_SUBTYPES",
+    "FIELD_FEATURES",
     "FieldModel",
     "blank_scale_bar",
     "field_features",
     "load_field_model",
 ]
+
+#: feature-set tag a field model's card must name (what :func:`field_features` computes)
+FIELD_FEATURES = "field_features_v1"
 
 #: aria_all labels → names used in outputs
 ALL_SUBTYPES = {
@@ -117,6 +121,8 @@ def load_field_model(name_or_path: str) -> FieldModel:
 
     card = get_card(name_or_path)
     params = load_params(card, "field-classification", "a field classifier")
+    if card.input.get("features") != FIELD_FEATURES:
+        raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
     need = {"mean", "scale", "coef", "intercept", "pca_mean", "pca_components", "location", "precision"}
     if not need <= set(params):
         raise ModelError(f"{card.weights_path}: field model parameters lack {sorted(need - set(params))}")

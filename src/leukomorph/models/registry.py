@@ -35,7 +35,7 @@ __all__ = [
 #: Name of the bundled default cell classifier.
 DEFAULT_CLASSIFIER = "leukomorph-cell"
 #: Name of the bundled patient-level APL-vs-AML model (fitted on DEFAULT_CLASSIFIER's probabilities).
-DEFAULT_CASE_MODEL = "leukomorph-apl"
+DEFAULT_CASE_MODEL = "leukomorph-apl-ens"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .. import jsonio
 from ..aggregate.differential import wilson_interval
-from ..classify.fields import ALL_SUBTYPES, blank_scale_bar, field_features
+from ..classify.fields import ALL_SUBTYPES, FIELD_FEATURES, blank_scale_bar, field_features
 from ..data import data_root
 from ..io import read_image
 from ..stain import lab_stats, reinhard
@@ -240,7 +240,8 @@ def fit_all_model(
         "classes": [ALL_SUBTYPES[c] for c in classes],
         "source_labels": classes,
         "input": {
-            "features": "leukomorph.classify.fields.field_features: white-cell embeddings (mean, max), mean class "
+            "features": FIELD_FEATURES,
+            "description": "leukomorph.classify.fields.field_features: white-cell embeddings (mean, max), mean class "
             "probabilities, whole-field embedding, log(1 + white cells); scale-bar corner blanked",
             "dimension": int(x.shape[1]),
         },
