@@ -59,3 +59,48 @@ def test_mil_torch_and_numpy_agree():
     with torch.no_grad():
         p_torch = torch.sigmoid(net(torch.from_numpy(bag))).item()
     assert mil_forward(net.params(), bag)[0] == pytest.approx(p_torch, abs=1e-5)
+
+
+def test_detector_trains_exports_and_finalizes_on_synthetic_fields(tmp_path):
+    import csv
+
+    import cv2
+
+    from leukomorph.models.registry import load_detector
+    from leukomorph.training.detect import DetConfig, finalize_detector, train_detector
+
+    base = tmp_path / "data" / "txl_pbc"
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, n in (("train", 6), ("val", 3)):
+        (base / "images" / split).mkdir(parents=True)
+        (base / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            img = np.full((200, 240, 3), (235, 210, 210), np.uint8)
+            lines = []
+            for _ in range(6):  # red cells
+                cx, cy = int(rng.integers(20, 220)), int(rng.integers(20, 180))
+                cv2.circle(img, (cx, cy), 14, (215, 150, 160), -1)
+                lines.append(f"1 {cx / 240} {cy / 200} {28 / 240} {28 / 200}")
+            cx, cy = int(rng.integers(50, 190)), int(rng.integers(50, 150))
+            cv2.circle(img, (cx, cy), 30, (150, 120, 200), -1)
+            cv2.circle(img, (cx, cy), 18, (80, 30, 130), -1)
+            lines.append(f"0 {cx / 240} {cy / 200} {60 / 240} {60 / 200}")
+            name = f"{split}{i}"
+            Image.fromarray(img).save(base / "images" / split / f"{name}.png")
+            (base / "labels" / split / f"{name}.txt").write_text("\n".join(lines))
+            rows.append([f"images/{split}/{name}.png", f"labels/{split}/{name}.txt", split, "synthetic", 240, 200])
+    with (base / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "labels", "split", "source_dataset", "width", "height"])
+        w.writerows(rows)
+    run = tmp_path / "run"
+    train_detector(run, DetConfig(epochs=2, batch_size=4, threads=1), root=tmp_path / "data")
+    card = finalize_detector(run, "tiny-det", root=tmp_path / "data")
+    raw = json.loads(card.read_text())
+    assert raw["task"] == "detection" and raw["input"]["rbc_diameter_px"] > 0
+    assert set(raw["inference"]["score_threshold"]) == {"white_blood_cell", "red_blood_cell", "platelet"}
+    assert "white_blood_cell" in raw["metrics"]["held_out_val_ap50"]
+    det = load_detector(str(card))
+    fd = det.detect_field(np.full((200, 240, 3), 230, np.uint8))
+    assert fd.scale > 0 and isinstance(fd.detections, list)
