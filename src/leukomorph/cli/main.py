@@ -402,6 +402,23 @@ def models() -> None:
     Console().print(t)
 
 
+def _training_module(module: str):
+    """Import a training module (needs the train extra) or exit with a clear message."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"leukomorph.training.{module}")
+    except ImportError as exc:
+        console.print(f"[red]error:[/red] training needs torch: pip install 'leukomorph[train]' ({exc})")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _refuse_non_empty(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        console.print(f"[red]error:[/red] {out}: not empty (pass --overwrite)")
+        raise typer.Exit(EXIT_EXISTS)
+
+
 @app.command("train-classifier")
 def train_classifier_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for model.onnx, card, split.csv, metrics."),
@@ -431,18 +448,13 @@ def train_classifier_cmd(
 ) -> None:
     """Train a cell classifier (train extra), export ONNX, evaluate on the held-out split, write a card."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        from ..training.train import TrainConfig, train_classifier
-    except ImportError as exc:
-        console.print(f"[red]error:[/red] training needs torch: pip install 'leukomorph[train]' ({exc})")
-        raise typer.Exit(EXIT_USAGE) from exc
+    tr = _training_module("train")
+    TrainConfig, train_classifier = tr.TrainConfig, tr.train_classifier
     from ..training.card import finalize_model
     from ..training.sources import load_sources
 
     _check_tta_option(tta)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        console.print(f"[red]error:[/red] {out}: not empty (pass --overwrite)")
-        raise typer.Exit(EXIT_EXISTS)
+    _refuse_non_empty(out, overwrite)
     try:
         records = load_sources(datasets.split(","), data_root)
     except LeukoMorphError as exc:
@@ -478,17 +490,11 @@ def train_detector_cmd(
 ) -> None:
     """Train the smear-field detector (white cells, red cells, platelets) on txl_pbc (train extra)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    td = _training_module("detect")
+    _refuse_non_empty(out, overwrite)
     try:
-        from ..training.detect import DetConfig, finalize_detector, train_detector
-    except ImportError as exc:
-        console.print(f"[red]error:[/red] training needs torch: pip install 'leukomorph[train]' ({exc})")
-        raise typer.Exit(EXIT_USAGE) from exc
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        console.print(f"[red]error:[/red] {out}: not empty (pass --overwrite)")
-        raise typer.Exit(EXIT_EXISTS)
-    try:
-        train_detector(out, DetConfig(epochs=epochs, size=size, seed=seed), data_root)
-        card = finalize_detector(out, name, root=data_root)
+        td.train_detector(out, td.DetConfig(epochs=epochs, size=size, seed=seed), data_root)
+        card = td.finalize_detector(out, name, root=data_root)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..errors import ModelError
+from ..onnxrt import cpu_session
 from .centernet import decode, merge_tiles, nms, tiles
 from .classical import Detection
 
@@ -86,16 +86,7 @@ class OnnxDetector:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], size: int, classes, stride: int, card=None, threads=None, **kw):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{path}: cannot load ONNX detection model ({exc})") from exc
+        sess = cpu_session(path, threads, "detection model")
         return cls(sess, size, classes, stride, card=card, **kw)
 
     # -- core ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from ..errors import ModelError
+from ..onnxrt import cpu_session
 
 __all__ = ["OnnxSegmenter"]
 
@@ -23,16 +23,7 @@ class OnnxSegmenter:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], size: int, card=None, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{path}: cannot load ONNX segmentation model ({exc})") from exc
+        sess = cpu_session(path, threads, "segmentation model")
         return cls(sess, size, card)
 
     def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:

@@ -11,11 +11,8 @@ out-of-fold ensemble scores (as for the MIL model).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 from .. import jsonio
 from ..aggregate.case_model import ENSEMBLE_FEATURES, case_features
 from ..models.registry import get_card
-from .case_model import _lr, auroc_ci, cv_summary, deepapl_cell_outputs
+from .case_model import _lr, apl_card_head, cv_summary, deepapl_cell_outputs, held_out_summary, patients_of
 from .mil import _fit, _scores
 
 log = logging.getLogger(__name__)
@@ -59,15 +56,9 @@ def fit_case_ensemble(
     probs, emb, rows, model = deepapl_cell_outputs(
         cell["name"], root, Path(cache) if cache else out / "cell_embeddings.npz", embeddings=True
     )
-    by_patient: dict[str, list[int]] = defaultdict(list)
-    dx = {}
-    for i, r in enumerate(rows):
-        by_patient[r["patient_id"]].append(i)
-        dx[r["patient_id"]] = r["diagnosis"]
-    patients = sorted(by_patient)
+    patients, by_patient, y = patients_of(rows)
     bags = [emb[by_patient[p]] for p in patients]
     feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
-    y = np.array([dx[p] == "APL" for p in patients], int)
     oof_mil, oof_lr = np.zeros((repeats, len(y))), np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
@@ -104,28 +95,12 @@ def fit_case_ensemble(
         )
         s_lr = _lr(c).fit(feats[~it], y[~it]).predict_proba(feats[it])[:, 1]
         s = (s_mil + s_lr) / 2
-        a = auroc_ci(y[it], s)
-        held = {
-            "patients": int(it.sum()),
-            "apl": int(y[it].sum()),
-            "auroc": a[0],
-            "auroc_ci95": [a[1], a[2]],
-            "brier": float(brier_score_loss(y[it], calibrate(s))),
-            "scores": {p: round(float(v), 4) for p, v in zip(np.array(patients)[it], calibrate(s), strict=True)},
-        }
+        held = held_out_summary(y[it], s, np.array(patients)[it], calibrated=calibrate(s))
     pfile = out / f"{name}.npz"
     with pfile.open("wb") as fh:
         np.savez(fh, platt_a=np.asarray(pa), platt_b=np.asarray(pb))
     card = {
-        "name": name,
-        "version": "1.0.0",
-        "task": "case-classification",
-        "target": "apl_vs_aml",
-        "positive": "APL",
-        "file": pfile.name,
-        "sha256": hashlib.sha256(pfile.read_bytes()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "classes": ["AML", "APL"],
+        **apl_card_head(name, pfile),
         "input": {"features": ENSEMBLE_FEATURES, "cell_tta": mil_card.input.get("cell_tta")},
         "depends_on": dict(cell),
         "ensemble": {

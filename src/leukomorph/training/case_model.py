@@ -15,6 +15,7 @@ Estimates (all patient-level; in the card):
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -39,7 +40,15 @@ from ..models.registry import load_classifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auroc_ci", "cv_summary", "deepapl_cell_outputs", "fit_applicability", "fit_case_model"]
+__all__ = [
+    "apl_card_head",
+    "auroc_ci",
+    "cv_summary",
+    "held_out_summary",
+    "deepapl_cell_outputs",
+    "fit_applicability",
+    "fit_case_model",
+]
 
 
 def deepapl_cell_outputs(
@@ -89,6 +98,46 @@ def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = 2000, seed: int = 0) ->
     return float(roc_auc_score(y, s)), float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
 
+def patients_of(rows: list[dict[str, str]]) -> tuple[list[str], dict[str, list[int]], np.ndarray]:
+    """Sorted patient ids, each patient's row indices, and 1 for APL / 0 for AML per patient."""
+    by_patient: dict[str, list[int]] = defaultdict(list)
+    dx = {}
+    for i, r in enumerate(rows):
+        by_patient[r["patient_id"]].append(i)
+        dx[r["patient_id"]] = r["diagnosis"]
+    patients = sorted(by_patient)
+    return patients, by_patient, np.array([dx[p] == "APL" for p in patients], int)
+
+
+def apl_card_head(name: str, params_file: Path) -> dict:
+    """The fields every APL-vs-AML case model card starts with (identity, target, file, sha256)."""
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "task": "case-classification",
+        "target": "apl_vs_aml",
+        "positive": "APL",
+        "file": params_file.name,
+        "sha256": hashlib.sha256(params_file.read_bytes()).hexdigest(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": ["AML", "APL"],
+    }
+
+
+def held_out_summary(y: np.ndarray, scores: np.ndarray, patients, calibrated: np.ndarray | None = None) -> dict:
+    """Held-out patients' AUROC (95% CI), Brier (of ``calibrated`` when given) and their scores."""
+    a = auroc_ci(y, scores)
+    shown = scores if calibrated is None else calibrated
+    return {
+        "patients": int(len(y)),
+        "apl": int(y.sum()),
+        "auroc": a[0],
+        "auroc_ci95": [a[1], a[2]],
+        "brier": float(brier_score_loss(y, shown)),
+        "scores": {p: round(float(v), 4) for p, v in zip(patients, shown, strict=True)},
+    }
+
+
 def cv_summary(y: np.ndarray, oof: np.ndarray) -> dict:
     """Patient-level CV summary from out-of-fold scores (repeats × patients)."""
     per_repeat = [roc_auc_score(y, o) for o in oof]
@@ -129,14 +178,8 @@ def fit_case_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     probs, _, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_probs.npz")
-    pids = [r["patient_id"] for r in rows]
-    dx = {r["patient_id"]: r["diagnosis"] for r in rows}
-    by_patient: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(pids):
-        by_patient[p].append(i)
-    patients = sorted(by_patient)
+    patients, by_patient, y = patients_of(rows)
     x = np.array([case_features(probs[by_patient[p]]) for p in patients])
-    y = np.array([dx[p] == "APL" for p in patients], int)
     pro_i = list(model.classes).index("promyelocyte")
     baseline = np.array([(probs[by_patient[p]].argmax(1) == pro_i).mean() for p in patients])
 
@@ -154,24 +197,15 @@ def fit_case_model(
     it = np.array([p in test for p in patients])
     if it.any() and len(set(y[it])) == 2 and len(set(y[~it])) == 2:
         s = _lr(c).fit(x[~it], y[~it]).predict_proba(x[it])[:, 1]
-        a = auroc_ci(y[it], s)
-        b = auroc_ci(y[it], baseline[it])
-        held = {
-            "patients": int(it.sum()),
-            "apl": int(y[it].sum()),
-            "auroc": a[0],
-            "auroc_ci95": [a[1], a[2]],
-            "brier": float(brier_score_loss(y[it], s)),
-            "baseline_promyelocyte_fraction_auroc": b[0],
-            "scores": {p: round(float(v), 4) for p, v in zip(np.array(patients)[it], s, strict=True)},
-        }
+        held = held_out_summary(y[it], s, np.array(patients)[it])
+        held["baseline_promyelocyte_fraction_auroc"] = auroc_ci(y[it], baseline[it])[0]
     final = _lr(c).fit(x, y)
     sc, lr = final[0], final[1]
     pfile = f"{name}.npz"
     # applicability: Ledoit-Wolf Mahalanobis distance to the training patients; threshold 1.4× the
     # largest leave-one-out distance of a training patient
     lw, ood_threshold, loo = fit_applicability(sc.transform(x))
-    sha = save_case_model_params(
+    save_case_model_params(
         out / pfile,
         sc.mean_,
         sc.scale_,
@@ -182,15 +216,7 @@ def fit_case_model(
         ood_threshold=ood_threshold,
     )
     card = {
-        "name": name,
-        "version": "1.0.0",
-        "task": "case-classification",
-        "target": "apl_vs_aml",
-        "positive": "APL",
-        "file": pfile,
-        "sha256": sha,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "classes": ["AML", "APL"],
+        **apl_card_head(name, out / pfile),
         "input": {
             "features": FEATURE_SET,
             "feature_names": case_feature_names(model.classes),

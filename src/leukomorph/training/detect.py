@@ -36,6 +36,7 @@ from torch import nn
 from .. import jsonio
 from ..data import data_root
 from ..io import read_image
+from .nets import export_dense_onnx
 from .train import MEAN, STD
 
 log = logging.getLogger(__name__)
@@ -92,19 +93,6 @@ class CenterNetSmall(nn.Module):
         p = self.smooth8(self.lat8(c8) + F.interpolate(p, scale_factor=2.0, mode="nearest"))
         p = self.smooth4(self.lat4(c4) + F.interpolate(p, scale_factor=2.0, mode="nearest"))
         return self.heat(p), self.reg(p)
-
-
-class _Export(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        h, r = self.net(x)
-        return torch.sigmoid(h), r
 
 
 @dataclass
@@ -328,20 +316,7 @@ def train_detector(out_dir: str | os.PathLike[str], cfg: DetConfig | None = None
         )
     net.eval()
     onnx_path = out / "leukomorph-det.onnx"
-    torch.onnx.export(
-        _Export(net),
-        (torch.zeros(1, cfg.size, cfg.size, 3, dtype=torch.uint8),),
-        str(onnx_path),
-        input_names=["image"],
-        output_names=["heat", "reg"],
-        dynamic_axes={
-            "image": {0: "batch", 1: "height", 2: "width"},
-            "heat": {0: "batch", 2: "h", 3: "w"},
-            "reg": {0: "batch", 2: "h", 3: "w"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
+    export_dense_onnx(net, onnx_path, cfg.size, MEAN, STD, ["heat", "reg"], "sigmoid_first", any_size=True)
     torch.save(net.state_dict(), out / "weights.pt")
     from ..detect.model import OnnxDetector
 

@@ -8,11 +8,8 @@ models can be compared side by side; parameters are exported for the numpy forwa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,14 @@ from .. import jsonio
 from ..aggregate.case_model import case_features
 from ..aggregate.mil import MIL_FEATURES, mil_forward
 from ..classify import recommended_tta
-from .case_model import auroc_ci, cv_summary, deepapl_cell_outputs, fit_applicability
+from .case_model import (
+    apl_card_head,
+    cv_summary,
+    deepapl_cell_outputs,
+    fit_applicability,
+    held_out_summary,
+    patients_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +106,8 @@ def fit_mil_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     probs, emb, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_embeddings.npz", embeddings=True)
-    by_patient: dict[str, list[int]] = defaultdict(list)
-    dx = {}
-    for i, r in enumerate(rows):
-        by_patient[r["patient_id"]].append(i)
-        dx[r["patient_id"]] = r["diagnosis"]
-    patients = sorted(by_patient)
+    patients, by_patient, y = patients_of(rows)
     bags = [emb[by_patient[p]] for p in patients]
-    y = np.array([dx[p] == "APL" for p in patients], int)
     oof = np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
@@ -123,14 +121,7 @@ def fit_mil_model(
     if it.any() and len(set(y[it])) == 2:
         net = _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7)
         s = _scores(net, [b for b, t in zip(bags, it, strict=True) if t])
-        a = auroc_ci(y[it], s)
-        held = {
-            "patients": int(it.sum()),
-            "apl": int(y[it].sum()),
-            "auroc": a[0],
-            "auroc_ci95": [a[1], a[2]],
-            "brier": float(brier_score_loss(y[it], s)),
-        }
+        held = held_out_summary(y[it], s, np.array(patients)[it])
     # Platt recalibration of the class-weighted MIL output to the cohort's prevalence, fitted on the
     # cross-validated (out-of-fold) scores
     eps = 1e-6
@@ -158,15 +149,7 @@ def fit_mil_model(
             ood_threshold=np.asarray(ood_threshold),
         )
     card = {
-        "name": name,
-        "version": "1.0.0",
-        "task": "case-classification",
-        "target": "apl_vs_aml",
-        "positive": "APL",
-        "file": pfile.name,
-        "sha256": hashlib.sha256(pfile.read_bytes()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "classes": ["AML", "APL"],
+        **apl_card_head(name, pfile),
         "input": {"features": MIL_FEATURES, "embedding_dim": int(emb.shape[1]), "cell_tta": recommended_tta(model)},
         "depends_on": {"name": model.card.name, "version": model.card.version, "sha256": model.card.sha256},
         "architecture": {

@@ -126,3 +126,43 @@ def export_onnx(net: nn.Module, path, size: int, mean, std, temperature: float, 
         opset_version=17,
         dynamo=False,
     )
+
+
+class DenseUInt8Wrapper(nn.Module):
+    """uint8 NHWC RGB in, normalised inside the graph, then the dense-prediction ``net`` and a
+    fixed output transform: ``"softmax"`` over channels (segmentation) or ``"sigmoid_first"`` (the
+    first of two outputs through a sigmoid: a detector's heat maps beside its regression maps)."""
+
+    def __init__(self, net: nn.Module, mean, std, post: str) -> None:
+        super().__init__()
+        self.net = net
+        self.post = post
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor):
+        out = self.net((x.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+        if self.post == "softmax":
+            return torch.softmax(out, 1)
+        first, *rest = out
+        return (torch.sigmoid(first), *rest)
+
+
+def export_dense_onnx(
+    net: nn.Module, path, size: int, mean, std, outputs: list[str], post: str, any_size: bool = False
+) -> None:
+    """Export a segmentation or detection ``net`` as uint8 NHWC ONNX (opset 17); ``any_size``:
+    height and width are dynamic as well as the batch."""
+    wrapper = DenseUInt8Wrapper(net.cpu().eval(), mean, std, post).eval()
+    image_axes = {0: "batch", 1: "height", 2: "width"} if any_size else {0: "batch"}
+    out_axes = {0: "batch", 2: "h", 3: "w"} if any_size else {0: "batch"}
+    torch.onnx.export(
+        wrapper,
+        (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
+        str(path),
+        input_names=["image"],
+        output_names=outputs,
+        dynamic_axes={"image": image_axes, **{o: out_axes for o in outputs}},
+        opset_version=17,
+        dynamo=False,
+    )

@@ -29,6 +29,7 @@ from .. import jsonio
 from ..data import data_root, dhash, near_duplicate_groups, split_groups
 from ..io import read_image
 from ..segment.metrics import dice_scores
+from .nets import export_dense_onnx
 from .train import MEAN, STD  # the classifier's stain statistics: one normalisation for both models
 
 log = logging.getLogger(__name__)
@@ -74,18 +75,6 @@ class SmallUNet(nn.Module):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], 1))
         return self.head(x)
-
-
-class _Export(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        return torch.softmax(self.net(x), 1)
 
 
 @dataclass
@@ -189,16 +178,7 @@ def train_segmenter(out_dir: str | os.PathLike[str], cfg: SegConfig | None = Non
         log.info("epoch %d loss %.4f", epoch + 1, total / steps)
     net.eval()
     onnx_path = out / "leukomorph-seg.onnx"
-    torch.onnx.export(
-        _Export(net),
-        (torch.zeros(1, cfg.size, cfg.size, 3, dtype=torch.uint8),),
-        str(onnx_path),
-        input_names=["image"],
-        output_names=["probabilities"],
-        dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export_dense_onnx(net, onnx_path, cfg.size, MEAN, STD, ["probabilities"], "softmax")
     # held-out evaluation at the original resolution, per domain
     from ..segment.model import OnnxSegmenter
 

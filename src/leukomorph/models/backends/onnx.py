@@ -7,22 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelError
+from ...onnxrt import cpu_session
 
 __all__ = ["OnnxClassifier"]
 
 
 class OnnxClassifier:
     def __init__(self, card, weights: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(weights), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{weights}: cannot load ONNX model ({exc})") from exc
+        self.session = cpu_session(weights, threads, "model")
         self.card = card
         self.classes = card.classes
         self.input_size = card.input_size
