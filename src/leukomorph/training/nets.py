@@ -116,13 +116,18 @@ def export_onnx(net: nn.Module, path, size: int, mean, std, temperature: float, 
     """Export ``net`` (eval mode, CPU) as uint8 NHWC → probabilities [, embedding] ONNX, opset 17."""
     wrapper = UInt8Wrapper(net.cpu().eval(), mean, std, temperature, with_embedding).eval()
     outputs = ["probabilities", "embedding"] if with_embedding else ["probabilities"]
+    _export_uint8(wrapper, path, size, outputs, {"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
+
+
+def _export_uint8(wrapper: nn.Module, path, size: int, outputs: list[str], dynamic_axes: dict) -> None:
+    """torch → ONNX (opset 17, TorchScript exporter) with one uint8 NHWC input named ``image``."""
     torch.onnx.export(
         wrapper,
         (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
         str(path),
         input_names=["image"],
         output_names=outputs,
-        dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+        dynamic_axes=dynamic_axes,
         opset_version=17,
         dynamo=False,
     )
@@ -156,13 +161,4 @@ def export_dense_onnx(
     wrapper = DenseUInt8Wrapper(net.cpu().eval(), mean, std, post).eval()
     image_axes = {0: "batch", 1: "height", 2: "width"} if any_size else {0: "batch"}
     out_axes = {0: "batch", 2: "h", 3: "w"} if any_size else {0: "batch"}
-    torch.onnx.export(
-        wrapper,
-        (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
-        str(path),
-        input_names=["image"],
-        output_names=outputs,
-        dynamic_axes={"image": image_axes, **{o: out_axes for o in outputs}},
-        opset_version=17,
-        dynamo=False,
-    )
+    _export_uint8(wrapper, path, size, outputs, {"image": image_axes, **{o: out_axes for o in outputs}})
