@@ -68,6 +68,9 @@ class TrainConfig:
     temperature: float | None = None
     #: augmentation strength, one of AUGMENT_MODES
     augment: str = "standard"
+    #: backbone weights to start from (e.g. ``backbone.pt`` of :func:`leukomorph.training.ssl.pretrain_simclr`);
+    #: the classification head is always new
+    init: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -233,7 +236,14 @@ def train_classifier(
     item_w = (masks[tr] * cls_w).sum(1) / masks[tr].sum(1)
     item_w = torch.tensor(item_w / item_w.sum())
 
-    net = build_net(cfg.arch, len(CLASSES)).to(dev).to(memory_format=torch.channels_last)
+    net = build_net(cfg.arch, len(CLASSES))
+    if cfg.init:
+        state = {k: v for k, v in torch.load(cfg.init, map_location="cpu").items() if not k.startswith("head.3.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("head.3.") for k in missing):
+            raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} (missing {missing}, unexpected {unexpected})")
+        log.info("backbone initialised from %s", cfg.init)
+    net = net.to(dev).to(memory_format=torch.channels_last)
     ema = torch.optim.swa_utils.AveragedModel(
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
     )
