@@ -104,3 +104,30 @@ def test_detector_trains_exports_and_finalizes_on_synthetic_fields(tmp_path):
     det = load_detector(str(card))
     fd = det.detect_field(np.full((200, 240, 3), 230, np.uint8))
     assert fd.scale > 0 and isinstance(fd.detections, list)
+
+
+def test_simclr_pretraining_initialises_the_classifier(tmp_path):
+    from leukomorph.records import LabelledImage
+    from leukomorph.training.ssl import SslConfig, nt_xent, pretrain_simclr
+    from leukomorph.training.train import TrainConfig, train_classifier
+
+    # the loss is lowest when each cell's two views agree
+    z = torch.randn(8, 16)
+    assert nt_xent(z, z, 0.2) < nt_xent(z, torch.randn(8, 16), 0.2)
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(40):
+        arr = np.clip(rng.normal((150, 90, 170), 30, (40, 40, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+        cls = "blast" if i % 2 else "lymphocyte"
+        recs.append(LabelledImage(str(tmp_path / f"{i}.png"), (cls,), "user", cls, patient_id=f"P{i % 8}"))
+    backbone = pretrain_simclr(recs, tmp_path / "ssl", SslConfig(size=32, epochs=1, batch_size=16, threads=1))
+    assert json.loads((tmp_path / "ssl" / "ssl.json").read_text())["images"] == 40
+    cfg = TrainConfig(size=32, epochs=1, batch_size=8, threads=1, init=str(backbone))
+    assert len(train_classifier(recs, cfg, tmp_path / "run")["history"]) == 1
+    bad = tmp_path / "bad.pt"
+    torch.save({"stem.0.weight": torch.zeros(1)}, bad)
+    from leukomorph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a backbone"):
+        train_classifier(recs, TrainConfig(size=32, epochs=1, batch_size=8, threads=1, init=str(bad)), tmp_path / "r2")

@@ -239,7 +239,10 @@ def train_classifier(
     net = build_net(cfg.arch, len(CLASSES))
     if cfg.init:
         state = {k: v for k, v in torch.load(cfg.init, map_location="cpu").items() if not k.startswith("head.3.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} ({exc})") from exc
         if unexpected or any(not k.startswith("head.3.") for k in missing):
             raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} (missing {missing}, unexpected {unexpected})")
         log.info("backbone initialised from %s", cfg.init)
