@@ -168,3 +168,24 @@ def test_analyze_fields_with_the_learned_detector(tmp_path):
     assert r.exit_code == 0 and "2 cells" in r.output, r.output
     stored = [p for p in (tmp_path / "store").rglob("*.png")]
     assert len(stored) == 2
+
+
+def test_field_pixel_size_from_tiff_metadata_sets_the_scale(tmp_path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from leukomorph.cli.main import app
+
+    img, truth = _truth("field_pbc")
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "field.tif", img, resolution=(1e5, 1e5), resolutionunit="CENTIMETER")  # 0.1 µm/px
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["analyze", str(src), "--out", str(out), "--fields", "--morphometrics", "none"])
+    assert r.exit_code == 0, r.output
+    (f,) = list(csv.DictReader((out / "fields.csv").open()))
+    assert f["scale_method"] == "pixel size" and float(f["pixel_size_um"]) == pytest.approx(0.1)
+    assert int(f["n_white_cells"]) == 1
+    cells = [row for row in csv.DictReader((out / "cells.csv").open()) if row["predicted_class"]]
+    assert len(cells) == 1 and "nc_ratio" not in cells[0]  # segmentation switched off
