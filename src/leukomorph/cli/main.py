@@ -483,6 +483,7 @@ def train_detector_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the ONNX model, card and training.json."),
     epochs: int = typer.Option(60),
     size: int = typer.Option(256, help="Longer side of a field at model scale (px)."),
+    zoom: tuple[float, float] = typer.Option((0.5, 2.2), help="Random zoom range of training fields."),
     name: str = typer.Option("leukomorph-det", help="Model name written into the card."),
     seed: int = typer.Option(0),
     data_root: Path = typer.Option(None, "--data-root", help="Shared data folder (needs txl_pbc/)."),
@@ -493,7 +494,7 @@ def train_detector_cmd(
     td = _training_module("detect")
     _refuse_non_empty(out, overwrite)
     try:
-        td.train_detector(out, td.DetConfig(epochs=epochs, size=size, seed=seed), data_root)
+        td.train_detector(out, td.DetConfig(epochs=epochs, size=size, scale_jitter=zoom, seed=seed), data_root)
         card = td.finalize_detector(out, name, root=data_root)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -41,7 +41,16 @@ from .train import MEAN, STD
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DET_CLASSES", "DetConfig", "CenterNetSmall", "load_txl", "train_detector"]
+__all__ = [
+    "DET_CLASSES",
+    "CenterNetSmall",
+    "DetConfig",
+    "choose_thresholds",
+    "evaluate_detector",
+    "finalize_detector",
+    "load_txl",
+    "train_detector",
+]
 
 DET_CLASSES = ("white_blood_cell", "red_blood_cell", "platelet")
 STRIDE = 4
@@ -101,7 +110,9 @@ class DetConfig:
     epochs: int = 40
     batch_size: int = 16
     lr: float = 3e-3
-    scale_jitter: tuple[float, float] = (0.6, 1.5)
+    #: random zoom of each training field relative to the training scale (0.5-2.2: also fields seen at
+    #: half or twice the magnification, where white cells are cut by the image border)
+    scale_jitter: tuple[float, float] = (0.5, 2.2)
     seed: int = 0
     threads: int = 0
     limit: int = 0  # use only the first N training fields (smoke tests)
