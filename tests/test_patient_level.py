@@ -298,3 +298,33 @@ def test_lineage_hint_monocytic_and_granularity():
     # no hint where nothing leukemic was seen
     healthy = _cells({"segmented_neutrophil": 60, "lymphocyte": 40})
     assert "lineage_hint" not in suggest(differential(healthy), healthy).details
+
+
+def test_apl_suspected_is_always_urgent_with_evidence():
+    """The P3 invariant, over many random cases: no 'APL suspected' without the urgent flag and evidence cells."""
+    rng = np.random.default_rng(1)
+    seen = {True: 0, False: 0}  # by the learned score / by the promyelocyte count
+    for _ in range(300):
+        n = rng.multinomial(int(rng.integers(10, 200)), rng.dirichlet(np.full(len(CLASSES), 0.3)))
+        counts = dict(zip(CLASSES, n, strict=True))
+        preds = _cells({k: int(v) for k, v in counts.items() if v})
+        evidence = [p.source for p in preds[:3]]
+        scores = (
+            {
+                "apl_vs_aml": {
+                    "probability": float(rng.random()),
+                    "applicable": bool(rng.random() < 0.8),
+                    "ci95": [0.1, 0.9],
+                    "model": "m",
+                    "evidence_cells": evidence,
+                }
+            }
+            if rng.random() < 0.7
+            else None
+        )
+        s = suggest(differential(preds), preds, case_scores=scores)
+        if s.code == "apl_suspected":
+            seen[bool(s.details["apl_vs_aml_used"])] += 1
+            assert s.urgent and len(s.evidence) > 0
+            assert s.details["lineage_hint"]["hint"].startswith("myeloid, promyelocytic")
+    assert seen[True] > 5 and seen[False] > 5  # both paths were exercised
