@@ -294,6 +294,10 @@ def _write_fields(result, out: Path) -> Path:
     return path
 
 
+def _box_ring(x0: int, y0: int, x1: int, y1: int) -> list[list[int]]:
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
 def _write_detections(result, out: Path) -> dict[str, Path]:
     """GeoJSON (one FeatureCollection; QuPath imports it with File > Import objects, boxes as
     polygons with the class as ``classification``) and COCO (images, categories, annotations)."""
@@ -303,87 +307,71 @@ def _write_detections(result, out: Path) -> dict[str, Path]:
     anns = []
     cats = {c: i + 1 for i, c in enumerate(result.predictions[0].classes)} if result.predictions else {}
     inputs = {i.path: i for i in result.inputs}
-    for src, d in result.detections.items():
-        p = by_src.get(src)
-        cls = p.predicted_class if p else "unclassified"
-        x0, y0, x1, y1 = d["x0"], d["y0"], d["x1"], d["y1"]
-        mk = result.masks.get(src, {})
-        feat = {
-            "type": "Feature",
-            "id": src,
-            "geometry": {
-                "type": "Polygon",
-                "coordinates": [mk["cell"] if mk.get("cell") else [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
-            },
-        }
-        if mk.get("nucleus"):  # QuPath reads a cell object's nucleus from nucleusGeometry
-            feat["nucleusGeometry"] = {"type": "Polygon", "coordinates": [mk["nucleus"]]}
-        feats.append(
-            {
-                **feat,
-                "properties": {
-                    "objectType": "cell" if mk.get("cell") else "detection",
-                    "box": [x0, y0, x1, y1],
-                    "image": d["image"],
-                    "classification": {"name": cls},
-                    "measurements": {
-                        "detection_score": d["detection_score"],
-                        "confidence": round(p.confidence, 4) if p else None,
-                    },
-                },
-            }
-        )
-        if d["image"] not in images:
-            images[d["image"]] = len(images) + 1
+
+    def add(fid, image, box, ring, properties, category_id, score, det_score, nucleus=None):
+        feat = {"type": "Feature", "id": fid, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        if nucleus:  # QuPath reads a cell object's nucleus from nucleusGeometry
+            feat["nucleusGeometry"] = {"type": "Polygon", "coordinates": [nucleus]}
+        feats.append({**feat, "properties": properties})
+        images.setdefault(image, len(images) + 1)
+        x0, y0, x1, y1 = box
         anns.append(
             {
                 "id": len(anns) + 1,
-                "image_id": images[d["image"]],
-                "category_id": cats.get(cls, 0),
+                "image_id": images[image],
+                "category_id": category_id,
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
                 "area": (x1 - x0) * (y1 - y0),
                 "iscrowd": 0,
-                "score": round(p.confidence, 4) if p else None,
-                "detection_score": d["detection_score"],
+                "score": score,
+                "detection_score": det_score,
             }
         )
-    other_cats: dict[str, int] = {}
+
+    for src, d in result.detections.items():
+        p = by_src.get(src)
+        cls = p.predicted_class if p else "unclassified"
+        box = (d["x0"], d["y0"], d["x1"], d["y1"])
+        mk = result.masks.get(src, {})
+        add(
+            src,
+            d["image"],
+            box,
+            mk.get("cell") or _box_ring(*box),
+            {
+                "objectType": "cell" if mk.get("cell") else "detection",
+                "box": list(box),
+                "image": d["image"],
+                "classification": {"name": cls},
+                "measurements": {
+                    "detection_score": d["detection_score"],
+                    "confidence": round(p.confidence, 4) if p else None,
+                },
+            },
+            cats.get(cls, 0),
+            round(p.confidence, 4) if p else None,
+            d["detection_score"],
+            mk.get("nucleus"),
+        )
+    # red cells and platelets of the learned detector: categories after the cell classes
     for path, f in result.fields.items():
         for j, o in enumerate(f.get("objects", [])):
-            x0, y0, x1, y1 = o["x0"], o["y0"], o["x1"], o["y1"]
-            feats.append(
+            box = (o["x0"], o["y0"], o["x1"], o["y1"])
+            add(
+                f"{path}#{o['label']}{j + 1}",
+                path,
+                box,
+                _box_ring(*box),
                 {
-                    "type": "Feature",
-                    "id": f"{path}#{o['label']}{j + 1}",
-                    "geometry": {
-                        "type": "Polygon",
-                        "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
-                    },
-                    "properties": {
-                        "objectType": "detection",
-                        "image": path,
-                        "classification": {"name": o["label"]},
-                        "measurements": {"detection_score": o["score"]},
-                    },
-                }
+                    "objectType": "detection",
+                    "image": path,
+                    "classification": {"name": o["label"]},
+                    "measurements": {"detection_score": o["score"]},
+                },
+                cats.setdefault(o["label"], len(cats) + 1),
+                None,
+                o["score"],
             )
-            if path not in images:
-                images[path] = len(images) + 1
-            if o["label"] not in other_cats:
-                other_cats[o["label"]] = len(cats) + len(other_cats) + 1
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": images[path],
-                    "category_id": other_cats[o["label"]],
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                    "score": None,
-                    "detection_score": o["score"],
-                }
-            )
-    cats = {**cats, **other_cats}
     coco = {
         "info": {"description": f"LeukoMorph detections, case {result.case}", "version": result.versions["leukomorph"]},
         "images": [
