@@ -28,6 +28,7 @@ from .classify.fields import field_features, load_field_model
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
+from .imageops import border_fill
 from .io import read_image
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
@@ -151,9 +152,7 @@ def field_crop(rgb: np.ndarray, d) -> np.ndarray:
     x0, y0, side = field_crop_origin(d)
     pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
     if pad:
-        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-        fill = tuple(int(v) for v in np.median(border, axis=0))
-        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=border_fill(rgb))
         x0, y0 = x0 + pad, y0 + pad
     return np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
 

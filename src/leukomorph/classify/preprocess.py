@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..imageops import border_fill
+
 __all__ = ["prepare_crop", "zoom_crop"]
 
 
@@ -38,8 +40,7 @@ def zoom_crop(rgb: np.ndarray, zoom: float) -> np.ndarray:
         ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
         top, left = (h - ch) // 2, (w - cw) // 2
         return np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, axis=0))
+    fill = border_fill(rgb)
     ph, pw = round(h / zoom), round(w / zoom)
     top, left = (ph - h) // 2, (pw - w) // 2
     return cv2.copyMakeBorder(rgb, top, ph - h - top, left, pw - w - left, cv2.BORDER_CONSTANT, value=fill)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..imageops import border_fill
 from ..onnxrt import cpu_session
 from .centernet import decode, merge_tiles, nms, tiles
 from .classical import Detection
@@ -53,9 +54,7 @@ def _pad32(rgb: np.ndarray, min_side: int = 0) -> np.ndarray:
     ph, pw = ph + (-(h + ph) % 32), pw + (-(w + pw) % 32)
     if not (ph or pw):
         return rgb
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, axis=0))
-    return cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
+    return cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=border_fill(rgb))
 
 
 class OnnxDetector:

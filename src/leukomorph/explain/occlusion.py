@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..classify.preprocess import prepare_crop
+from ..imageops import border_median
 
 __all__ = ["occlusion_map", "overlay"]
 
@@ -23,8 +24,7 @@ def occlusion_map(model, crop: np.ndarray, class_index: int | None = None, grid:
     s = model.input_size
     base = model.predict(x[None])[0]
     k = int(np.argmax(base)) if class_index is None else class_index
-    border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
-    fill = np.median(border, axis=0).astype(np.uint8)
+    fill = border_median(x).astype(np.uint8)
     step, size = s / grid, 2 * s / grid
     views, boxes = [], []
     for i in range(grid):

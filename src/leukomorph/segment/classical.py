@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..imageops import border_median
+
 __all__ = ["cell_mask", "classical_labels", "nucleus_mask", "nucleus_size_fraction"]
 
 #: minimum spread of the B - G image (grey levels) for a nucleus to be looked for
@@ -92,8 +94,7 @@ def cell_mask(rgb: np.ndarray, nucleus: np.ndarray | None = None) -> np.ndarray:
     if not nuc.any():
         return nuc
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-    dist = np.linalg.norm(lab - np.median(border, 0), axis=2)
+    dist = np.linalg.norm(lab - border_median(lab), axis=2)
     d8 = np.clip(dist * 255 / max(float(dist.max()), 1.0), 0, 255).astype(np.uint8)
     # threshold among non-nuclear pixels only: the nucleus would otherwise take the "foreground" side
     t, _ = cv2.threshold(d8[~nuc].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

@@ -35,6 +35,7 @@ from torch import nn
 
 from .. import jsonio
 from ..data import data_root
+from ..imageops import border_fill
 from ..io import read_image
 from .nets import export_dense_onnx
 from .train import MEAN, STD
@@ -157,7 +158,7 @@ def _augment(item: dict, size: int, rng: np.random.Generator, jitter: tuple[floa
     tx = rng.uniform(min(0, size - w * s), max(0, size - w * s))
     ty = rng.uniform(min(0, size - h * s), max(0, size - h * s))
     m = np.array([[s, 0, tx], [0, s, ty]], np.float32)
-    border = tuple(int(v) for v in np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]), axis=0))
+    border = border_fill(img)
     out = cv2.warpAffine(
         img,
         m,
@@ -220,19 +221,6 @@ def _focal(pred_logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     neg_loss = torch.log(1 - p) * p**2 * (1 - gt) ** 4 * neg
     n = pos.sum().clamp(min=1)
     return -(pos_loss.sum() + neg_loss.sum()) / n
-
-
-def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Resize so the longer side is ``size``, pad right/bottom to a multiple of 32; returns the scale."""
-    h, w = rgb.shape[:2]
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    r = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    ph, pw = -nh % 32, -nw % 32
-    if ph or pw:
-        border = tuple(int(v) for v in np.median(np.concatenate([r[0], r[-1], r[:, 0], r[:, -1]]), axis=0))
-        r = cv2.copyMakeBorder(r, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=border)
-    return r, s
 
 
 def evaluate_detector(detector, items: list[dict], n_boot: int = 200, seed: int = 0, **kw) -> dict:
