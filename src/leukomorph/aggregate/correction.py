@@ -56,32 +56,25 @@ class CorrectedDifferential:
 def unfold(counts: np.ndarray, m: np.ndarray, iters: int = 500, tol: float = 1e-9) -> np.ndarray:
     """Maximum-likelihood true proportions π (sum 1) given predicted ``counts`` and ``M`` (rows sum 1)."""
     counts = np.asarray(counts, float)
-    n = counts.sum()
-    k = len(counts)
-    if n <= 0:
-        return np.zeros(k)
-    pi = np.full(k, 1.0 / k)
-    for _ in range(iters):
-        q = pi @ m
-        ratio = np.divide(counts, q, out=np.zeros(k), where=q > 0)
-        new = pi * (m @ ratio) / n
-        new /= new.sum()
-        if np.abs(new - pi).max() < tol:
-            return new
-        pi = new
-    return pi
+    if counts.sum() <= 0:
+        return np.zeros(len(counts))
+    return _unfold_batch(counts[None], np.asarray(m, float)[None], iters, tol)[0]
 
 
-def _unfold_batch(counts: np.ndarray, m: np.ndarray, iters: int = 300) -> np.ndarray:
-    """:func:`unfold` for D cases at once: counts (D, K), m (D, K, K)."""
+def _unfold_batch(counts: np.ndarray, m: np.ndarray, iters: int = 300, tol: float = 0.0) -> np.ndarray:
+    """EM for D cases at once: counts (D, K), m (D, K, K); stops early once no proportion moves by
+    ``tol`` or more (``tol=0``: always ``iters`` steps)."""
     d, k = counts.shape
     n = np.maximum(counts.sum(1, keepdims=True), 1e-12)
     pi = np.full((d, k), 1.0 / k)
     for _ in range(iters):
         q = np.einsum("dk,dkj->dj", pi, m)
         ratio = np.divide(counts, q, out=np.zeros_like(q), where=q > 0)
-        pi = pi * np.einsum("dkj,dj->dk", m, ratio) / n
-        pi /= np.maximum(pi.sum(1, keepdims=True), 1e-12)
+        new = pi * np.einsum("dkj,dj->dk", m, ratio) / n
+        new /= np.maximum(new.sum(1, keepdims=True), 1e-12)
+        if np.abs(new - pi).max() < tol:
+            return new
+        pi = new
     return pi
 
 
