@@ -189,3 +189,15 @@ def test_field_pixel_size_from_tiff_metadata_sets_the_scale(tmp_path):
     assert int(f["n_white_cells"]) == 1
     cells = [row for row in csv.DictReader((out / "cells.csv").open()) if row["predicted_class"]]
     assert len(cells) == 1 and "nc_ratio" not in cells[0]  # segmentation switched off
+
+
+def test_field_model_refuses_other_detector_settings():
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    field = str(FIELDS / "field_pbc.webp")
+    other_t = run_case([field], "x", AnalyzeConfig(fields=True, detection_threshold=0.5, saliency=False))
+    assert other_t.case_scores["all_subtype"]["status"].startswith(
+        "not computed: leukomorph-all was fitted with white-cell threshold"
+    )
+    classical = run_case([field], "x", AnalyzeConfig(fields=True, detector="classical", saliency=False))
+    assert "the classical detector" in classical.case_scores["all_subtype"]["status"]

@@ -184,7 +184,7 @@ def _detect_field(rgb: np.ndarray, detector, threshold: dict[str, float], um_per
             "objects": [],
         }
     fd = detector.detect_field(rgb, um_per_px=um_per_px)
-    keep = [d for d in fd.detections if d.score >= threshold.get(d.label, 0.3)]
+    keep = [d for d in fd.detections if d.score >= threshold[d.label]]
     wbc = [d for d in keep if d.label == "white_blood_cell"]
     card = detector.card
     return wbc, {
@@ -402,26 +402,17 @@ def run_case(
     )
     det_threshold: dict[str, float] = {}
     if detector is not None:
-        card_t = detector.card.raw.get("inference", {}).get("score_threshold", {}) if detector.card else {}
         det_threshold = {
-            c: config.detection_threshold if config.detection_threshold is not None else float(card_t.get(c, 0.3))
-            for c in detector.classes
+            c: config.detection_threshold if config.detection_threshold is not None else t
+            for c, t in detector.score_thresholds.items()
         }
     field_info: dict[str, dict] = {}
     field_model, field_status = None, None
     if config.fields and config.field_model:
         field_model = load_field_model(config.field_model)
-        field_status = field_model.compatible(card, detector.card if detector is not None else None)
-        want_t = field_model.depends_on.get("detector", {}).get("white_cell_threshold")
-        if (
-            field_status is None
-            and want_t is not None
-            and abs(det_threshold.get("white_blood_cell", -1) - want_t) > 1e-9
-        ):
-            field_status = (
-                f"not computed: {field_model.name} was fitted with white-cell threshold {want_t}, "
-                f"this run used {det_threshold.get('white_blood_cell')}"
-            )
+        field_status = field_model.compatible(
+            card, detector.card if detector is not None else None, det_threshold.get("white_blood_cell")
+        )
     morpho: dict[str, dict[str, float]] = {}
     inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []

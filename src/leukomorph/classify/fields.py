@@ -96,8 +96,9 @@ class FieldModel:
         u = (z - self.params["pca_mean"]) @ self.params["pca_components"].T - self.params["location"]
         return np.einsum("ni,ij,nj->n", u, self.params["precision"], u)
 
-    def compatible(self, cell_card, detector_card) -> str | None:
-        """None when fitted with these models, else the reason it cannot be applied."""
+    def compatible(self, cell_card, detector_card, white_cell_threshold: float | None = None) -> str | None:
+        """None when fitted with these models (and the detector's white-cell operating threshold),
+        else the reason it cannot be applied."""
         want_c = self.depends_on.get("cell_model", {})
         want_d = self.depends_on.get("detector", {})
         if cell_card is None or cell_card.sha256 != want_c.get("sha256"):
@@ -112,6 +113,12 @@ class FieldModel:
             )
             fitted = f"{want_d.get('name')} {want_d.get('sha256', '')[:12]}"
             return f"not computed: {self.name} was fitted with detector {fitted}, this run used {got}"
+        want_t = want_d.get("white_cell_threshold")
+        if want_t is not None and (white_cell_threshold is None or abs(white_cell_threshold - want_t) > 1e-9):
+            return (
+                f"not computed: {self.name} was fitted with white-cell threshold {want_t}, "
+                f"this run used {white_cell_threshold}"
+            )
         return None
 
 

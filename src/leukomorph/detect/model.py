@@ -25,6 +25,9 @@ from .classical import Detection
 
 __all__ = ["FieldDetections", "OnnxDetector", "RBC_DIAMETER_UM"]
 
+#: operating point of a class the card gives none for
+DEFAULT_SCORE_THRESHOLD = 0.3
+
 #: typical red-cell diameter used as the internal ruler
 RBC_DIAMETER_UM = 7.5
 
@@ -70,6 +73,7 @@ class OnnxDetector:
         tile: int = 768,
         overlap: int = 192,
         threshold: float = 0.05,
+        score_thresholds: dict[str, float] | None = None,
     ) -> None:
         self.session = session
         self.input_size = size
@@ -81,6 +85,11 @@ class OnnxDetector:
         self.tile = tile
         self.overlap = overlap
         self.threshold = threshold
+        #: per-class operating points (the card's ``inference.score_threshold``; 0.3 where none is given):
+        #: detections below them are not counted as objects
+        self.score_thresholds = {
+            c: float((score_thresholds or {}).get(c, DEFAULT_SCORE_THRESHOLD)) for c in self.classes
+        }
         self._input = session.get_inputs()[0].name
 
     @classmethod

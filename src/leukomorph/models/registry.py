@@ -130,6 +130,7 @@ def load_detector(name_or_path: str = "leukomorph-det", threads: int | None = No
         threads=threads,
         rbc_diameter_px=card.input.get("rbc_diameter_px"),
         um_per_px=card.input.get("um_per_px"),
+        score_thresholds=card.raw.get("inference", {}).get("score_threshold"),
     )
 
 

@@ -133,7 +133,7 @@ def fit_all_model(
     t0 = time.time()
     cell = load_classifier(cell_model_name)
     det = load_detector(detector_name)
-    thr = float(det.card.raw.get("inference", {}).get("score_threshold", {}).get("white_blood_cell", 0.3))
+    thr = det.score_thresholds["white_blood_cell"]
     base, rows = aria_rows(root)
     labels = np.array([r["label"] for r in rows])
     classes = sorted(ALL_SUBTYPES)
