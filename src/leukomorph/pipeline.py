@@ -18,9 +18,8 @@ import numpy as np
 
 from . import __version__
 from .aggregate import differential, suggest
-from .aggregate.case_model import EnsembleCaseModel, cell_contributions, load_case_model
+from .aggregate.case_model import load_case_model
 from .aggregate.correction import corrected_differential
-from .aggregate.mil import mil_forward
 from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, model_confusion, recommended_tta
 from .classify.attributes import load_attribute_model
@@ -323,28 +322,10 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
             entry["status"] = "not computed: the cell model gave no embeddings (exported without them?)"
         else:
             probs = np.array([p.probabilities for p in preds])
-            if isinstance(cm, EnsembleCaseModel):
-                emb = np.stack([p.embedding for p in preds])
-                score, att = cm.score_and_attention(probs, emb)
-                lo, hi = cm.predict_interval(probs, emb)
-                top = [int(i) for i in np.argsort(-att)[:12]]
-                entry["evidence_method"] = "attention weights of the ensemble's multiple-instance member"
-                entry["top_features"] = [[n, round(v, 3)] for n, v in cm.lr.contributions(probs)]
-                entry["members"] = [cm.mil.name, cm.lr.name]
-            elif cm.needs_embeddings:
-                emb = np.stack([p.embedding for p in preds])
-                score, att = mil_forward(cm.params, emb)  # one pass gives the score and the attention
-                lo, hi = cm.predict_interval(emb)
-                top = [int(i) for i in np.argsort(-att)[:12]]
-                entry["evidence_method"] = "attention weights of the multiple-instance model"
-                entry["top_features"] = []
-            else:
-                score = cm.predict(probs)
-                lo, hi = cm.predict_interval(probs)
-                push = cell_contributions(cm, probs)
-                top = [int(i) for i in np.argsort(-push)[:12] if push[i] > 0]
-                entry["evidence_method"] = "cells that raise the score most (first-order contribution)"
-                entry["top_features"] = [[n, round(v, 3)] for n, v in cm.contributions(probs)]
+            emb = np.stack([p.embedding for p in preds]) if cm.needs_embeddings else None
+            a = cm.assess(probs, emb)
+            score, (lo, hi), top = a["score"], a["ci95"], a["evidence"]
+            entry.update(a["describe"])
             dist = cm.distance(probs)
             entry.update(
                 probability=round(score, 4),

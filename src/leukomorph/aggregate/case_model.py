@@ -86,6 +86,19 @@ class CaseModel:
         vals = [self.predict(probs[rng.integers(0, len(probs), len(probs))]) for _ in range(n_boot)]
         return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
+    def assess(self, probs: np.ndarray, emb: np.ndarray | None = None, n_evidence: int = 12) -> dict[str, Any]:
+        """Score, its interval, the evidence cells (those that raise the score most) and the strongest features."""
+        push = cell_contributions(self, probs)
+        return {
+            "score": self.predict(probs),
+            "ci95": self.predict_interval(probs),
+            "evidence": [int(i) for i in np.argsort(-push)[:n_evidence] if push[i] > 0],
+            "describe": {
+                "evidence_method": "cells that raise the score most (first-order contribution)",
+                "top_features": [[n, round(v, 3)] for n, v in self.contributions(probs)],
+            },
+        }
+
     def contributions(self, probs: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
         """The features that push this case's score most (standardised value × coefficient)."""
         z = (case_features(probs) - self.mean) / self.scale * self.coef
@@ -143,6 +156,21 @@ class EnsembleCaseModel:
             i = rng.integers(0, len(probs), len(probs))
             vals.append(self.score_and_attention(probs[i], emb[i])[0])
         return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+    def assess(self, probs: np.ndarray, emb: np.ndarray, n_evidence: int = 12) -> dict[str, Any]:
+        """Score, its interval, the evidence cells (the MIL member's attention) and the logistic
+        member's strongest features."""
+        score, att = self.score_and_attention(probs, emb)
+        return {
+            "score": score,
+            "ci95": self.predict_interval(probs, emb),
+            "evidence": [int(i) for i in np.argsort(-att)[:n_evidence]],
+            "describe": {
+                "evidence_method": "attention weights of the ensemble's multiple-instance member",
+                "top_features": [[n, round(v, 3)] for n, v in self.lr.contributions(probs)],
+                "members": [self.mil.name, self.lr.name],
+            },
+        }
 
 
 def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel | EnsembleCaseModel:

@@ -71,3 +71,13 @@ class MilCaseModel:
         rng = np.random.default_rng(seed)
         vals = [self.predict(emb[rng.integers(0, len(emb), len(emb))]) for _ in range(n_boot)]
         return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+    def assess(self, probs: np.ndarray, emb: np.ndarray, n_evidence: int = 12) -> dict[str, Any]:
+        """Score, its interval, the evidence cells (highest attention) and how they were chosen."""
+        score, att = mil_forward(self.params, emb)  # one pass gives the score and the attention
+        return {
+            "score": score,
+            "ci95": self.predict_interval(emb),
+            "evidence": [int(i) for i in np.argsort(-att)[:n_evidence]],
+            "describe": {"evidence_method": "attention weights of the multiple-instance model", "top_features": []},
+        }
