@@ -178,15 +178,8 @@ def fit_all_model(
         "white_cells_per_field": [float(v) for v in np.percentile(n_cells, [10, 50, 90])],
     }
     if controls:
-        col = np.array(
-            [
-                np.r_[
-                    lab_stats(blank_scale_bar(read_image(base / r["path"]).pixels)).mean,
-                    lab_stats(blank_scale_bar(read_image(base / r["path"]).pixels)).std,
-                ]
-                for r in rows
-            ]
-        )
+        stats = [lab_stats(blank_scale_bar(read_image(base / r["path"]).pixels)) for r in rows]
+        col = np.array([np.r_[st.mean, st.std] for st in stats])
         p_col, _, f_col = _cv(col, y, fold, labels, numbers, gap, 1.0)
         metrics["controls"] = {
             "colour_statistics_only": {
