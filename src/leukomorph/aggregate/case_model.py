@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, ModelIntegrityError
+from ..errors import ModelError
 from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel, mil_forward
 
 __all__ = [
@@ -175,75 +175,58 @@ class EnsembleCaseModel:
 
 def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel | EnsembleCaseModel:
     """Load and verify a case model (card JSON + ``.npz`` parameters) by registry name or card path."""
-    from ..models.registry import get_card, load_params
+    from ..models.registry import get_card, load_params, member_card
 
     card = get_card(name_or_path)
     params = load_params(card, "case-classification", "a case model")
+    ident = dict(
+        name=card.name,
+        version=card.version,
+        target=card.raw["target"],
+        positive=card.raw["positive"],
+        depends_on=dict(card.raw["depends_on"]),
+        card_path=card.card_path,
+        raw=card.raw,
+    )
+    ood = dict(  # applicability check (MIL and logistic models)
+        ood_location=params.get("ood_location"),
+        ood_precision=params.get("ood_precision"),
+        ood_threshold=float(params["ood_threshold"]) if "ood_threshold" in params else float("inf"),
+    )
     if card.input.get("features") == ENSEMBLE_FEATURES:
         members = {}
         for m in card.raw["ensemble"]["members"]:
-            ref = m["model"]
-            if (ref.endswith(".json") or os.sep in ref) and not os.path.isabs(ref):
-                ref = str(Path(card.card_path).parent / ref)
-            mc = load_case_model(ref)
-            mcard = get_card(ref)
-            if mcard.sha256 != m["sha256"]:
-                raise ModelIntegrityError(
-                    f"case ensemble {card.name!r}: member {mcard.name!r} has sha256 {mcard.sha256}, "
-                    f"card expects {m['sha256']}"
-                )
+            mc = load_case_model(member_card(card, m, "case ensemble").card_path)
             if mc.depends_on.get("sha256") != card.raw["depends_on"]["sha256"]:
                 raise ModelError(f"case ensemble {card.name!r}: member {mc.name!r} was fitted on another cell model")
             members[m["role"]] = mc
         if not isinstance(members.get("mil"), MilCaseModel) or not isinstance(members.get("lr"), CaseModel):
             raise ModelError(f"{card.card_path}: a case ensemble needs one 'mil' and one 'lr' member")
         return EnsembleCaseModel(
-            name=card.name,
-            version=card.version,
-            target=card.raw["target"],
-            positive=card.raw["positive"],
+            **ident,
             mil=members["mil"],
             lr=members["lr"],
             platt_a=float(params["platt_a"]),
             platt_b=float(params["platt_b"]),
-            depends_on=dict(card.raw["depends_on"]),
-            card_path=card.card_path,
-            raw=card.raw,
         )
     if card.input.get("features") == MIL_FEATURES:
         return MilCaseModel(
-            name=card.name,
-            version=card.version,
-            target=card.raw["target"],
-            positive=card.raw["positive"],
+            **ident,
+            **ood,
             params={k: params[k] for k in (*PARAM_NAMES, "platt_a", "platt_b") if k in params},
-            depends_on=dict(card.raw["depends_on"]),
-            card_path=card.card_path,
-            raw=card.raw,
             feat_mean=params.get("feat_mean"),
             feat_scale=params.get("feat_scale"),
-            ood_location=params.get("ood_location"),
-            ood_precision=params.get("ood_precision"),
-            ood_threshold=float(params["ood_threshold"]) if "ood_threshold" in params else float("inf"),
         )
     if card.input.get("features") != FEATURE_SET:
         raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
     return CaseModel(
-        name=card.name,
-        version=card.version,
-        target=card.raw["target"],
-        positive=card.raw["positive"],
+        **ident,
+        **ood,
         classes=tuple(card.input["cell_classes"]),
         mean=params["mean"],
         scale=params["scale"],
         coef=params["coef"],
         intercept=float(params["intercept"]),
-        ood_location=params.get("ood_location"),
-        ood_precision=params.get("ood_precision"),
-        ood_threshold=float(params["ood_threshold"]) if "ood_threshold" in params else float("inf"),
-        depends_on=dict(card.raw["depends_on"]),
-        card_path=card.card_path,
-        raw=card.raw,
     )
 
 

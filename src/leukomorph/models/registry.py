@@ -134,6 +134,20 @@ def load_detector(name_or_path: str = "leukomorph-det", threads: int | None = No
     )
 
 
+def member_card(card: ModelCard, member: dict[str, Any], kind: str = "ensemble") -> ModelCard:
+    """The card of an ensemble member (a registry name, or a card path relative to the ensemble's
+    card), refused unless its sha256 is the one the ensemble card records."""
+    ref = member["model"]
+    if (ref.endswith(".json") or os.sep in ref) and not os.path.isabs(ref):
+        ref = str(Path(card.card_path).parent / ref)
+    mc = get_card(ref)
+    if mc.sha256 != member["sha256"]:
+        raise ModelIntegrityError(
+            f"{kind} {card.name!r}: member {mc.name!r} has sha256 {mc.sha256}, card expects {member['sha256']}"
+        )
+    return mc
+
+
 def ensemble_sha256(member_sha256s: list[str]) -> str:
     """The identity of an ensemble: sha256 over its members' sha256 values, in order."""
     return hashlib.sha256("\n".join(member_sha256s).encode()).hexdigest()
@@ -176,14 +190,7 @@ def load_classifier(name_or_path: str = DEFAULT_CLASSIFIER, threads: int | None 
 
         members = []
         for m in ens["members"]:
-            ref = m["model"]
-            if (ref.endswith(".json") or os.sep in ref) and not os.path.isabs(ref):
-                ref = str(Path(card.card_path).parent / ref)
-            mc = get_card(ref)
-            if mc.sha256 != m["sha256"]:
-                raise ModelIntegrityError(
-                    f"ensemble {card.name!r}: member {mc.name!r} has sha256 {mc.sha256}, card expects {m['sha256']}"
-                )
+            mc = member_card(card, m)
             if mc.raw.get("ensemble"):
                 raise ModelError(f"ensemble {card.name!r}: member {mc.name!r} is itself an ensemble")
             members.append(load_classifier(mc.card_path, threads=threads))
