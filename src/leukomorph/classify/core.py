@@ -127,29 +127,32 @@ def classify_crops(
     return out
 
 
+def _card_inference(model: Classifier, key: str):
+    """``inference.<key>`` of the model's card, or None (no card, or nothing recorded)."""
+    card = getattr(model, "card", None)
+    return card.raw.get("inference", {}).get(key) if card is not None else None
+
+
 def stain_reference(model: Classifier) -> LabStats:
     """The stain reference in the model's card (``inference.stain.reference``), else the package default."""
-    card = getattr(model, "card", None)
-    ref = (card.raw.get("inference", {}).get("stain") or {}).get("reference") if card is not None else None
+    ref = (_card_inference(model, "stain") or {}).get("reference")
     return LabStats.from_dict(ref) if ref else LEUKOMORPH_REFERENCE
 
 
 def model_conformal(model: Classifier) -> ConformalCalibration | None:
     """The conformal calibration in the model's card (``inference.conformal``), or None."""
-    card = getattr(model, "card", None)
-    d = card.raw.get("inference", {}).get("conformal") if card is not None else None
+    d = _card_inference(model, "conformal")
     return ConformalCalibration.from_dict(d) if d else None
 
 
 def model_confusion(model: Classifier) -> np.ndarray | None:
     """The held-out confusion counts in the model's card (``inference.confusion``, rows true,
     columns predicted, in the model's class order), or None."""
-    card = getattr(model, "card", None)
-    d = card.raw.get("inference", {}).get("confusion") if card is not None else None
+    d = _card_inference(model, "confusion")
     if not d:
         return None
     if tuple(d["classes"]) != tuple(model.classes):
-        raise ModelError(f"model {card.name!r}: confusion matrix classes differ from the model's classes")
+        raise ModelError(f"model {model.card.name!r}: confusion matrix classes differ from the model's classes")
     return np.asarray(d["counts"], float)
 
 

@@ -51,12 +51,17 @@ def fit_conformal(
     return cal, source
 
 
-def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration, source: dict) -> None:
-    """Store the calibration under ``inference.conformal`` of the card JSON (the ONNX file is untouched)."""
+def _set_inference(card_path: str | os.PathLike[str], key: str, value: dict) -> None:
+    """Write ``inference.<key>`` of a card JSON (the weight file, and so the sha256, is untouched)."""
     p = Path(card_path)
     raw = json.loads(p.read_text())
-    raw.setdefault("inference", {})["conformal"] = {**cal.to_dict(), "fitted_on": source}
+    raw.setdefault("inference", {})[key] = value
     p.write_text(jsonio.dumps(raw, indent=1))
+
+
+def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration, source: dict) -> None:
+    """Store the calibration under ``inference.conformal`` of the card JSON (the ONNX file is untouched)."""
+    _set_inference(card_path, "conformal", {**cal.to_dict(), "fitted_on": source})
 
 
 def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
@@ -65,8 +70,6 @@ def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
     card (used by the confusion-corrected differential; the ONNX file is untouched)."""
     import numpy as np
 
-    p = Path(card_path)
-    raw = json.loads(p.read_text())
     total, classes, parts = None, None, {}
     for ds, reps in metrics["sources"].items():
         rep = reps["taxonomy"]
@@ -78,7 +81,7 @@ def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
         parts[ds] = int(cm.sum())
     if classes and classes[-1] == "(other)":  # evaluate_predictions' column for labels outside the classes
         total, classes = total[:-1, :-1], classes[:-1]
-    raw.setdefault("inference", {})["confusion"] = {
+    confusion = {
         "classes": list(classes),
         "counts": total.tolist(),
         "rows": "true class (exact labels only)",
@@ -90,4 +93,4 @@ def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
             "cells": parts,
         },
     }
-    p.write_text(jsonio.dumps(raw, indent=1))
+    _set_inference(card_path, "confusion", confusion)
