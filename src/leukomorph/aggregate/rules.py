@@ -187,13 +187,15 @@ def suggest(
             (),
             details,
         )
-    if (apl_p is not None and apl_p >= cfg.apl_score_threshold) or (
+    apl_by_score = apl_p is not None and apl_p >= cfg.apl_score_threshold
+    apl_by_count = bool(
         apl_p is None and pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct
-    ):
+    )
+    if apl_by_score or apl_by_count:
         details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, apl=True)
     elif diff.blast_percent >= cfg.increased_blast_pct:
         details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes)
-    if apl_p is not None and apl_p >= cfg.apl_score_threshold:
+    if apl_by_score:
         ci = apl.get("ci95") or [float("nan"), float("nan")]
         return Suggestion(
             "apl_suspected",
@@ -207,7 +209,7 @@ def suggest(
             or _evidence(preds, {"promyelocyte"}, cfg.n_evidence),
             details,
         )
-    if apl_p is None and pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct:
+    if apl_by_count:
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: promyelocytes {pro.percent:.1f}% of white cells "
