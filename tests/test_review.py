@@ -179,3 +179,19 @@ def test_postgresql_store(tmp_path, sample_dir, monkeypatch):
     with factory() as s:
         case = import_results(s, tmp_path / "out", tmp_path / "store", name=f"pg-{os.getpid()}")
         assert len(case.cells) == 31
+
+
+def test_review_differential_is_the_analysis_differential():
+    from leukomorph.aggregate.differential import differential_from_counts as core
+    from leukomorph.review.app import differential_from_counts
+
+    counts = {"blast": 30, "lymphocyte": 70, "platelet": 10}
+    shown, d = differential_from_counts(counts), core(counts)
+    for c in d.counts:
+        assert shown["classes"][c.name]["percent"] == round(c.percent, 1)
+        assert shown["classes"][c.name]["ci95"] == [round(c.ci_low, 1), round(c.ci_high, 1)]
+    assert shown["blast_ci95"] == [round(v, 1) for v in d.blast_ci]
+    # platelets are per 100 white cells, and their interval is around that figure
+    lo, hi = shown["classes"]["platelet"]["ci95"]
+    assert lo < shown["classes"]["platelet"]["percent"] == 10.0 < hi
+    assert differential_from_counts({"platelet": 3})["classes"]["platelet"]["ci95"][1] is None  # unbounded, not inf

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..records import CellPrediction, ClassCount, Differential
 from ..taxonomy import BLAST_EQUIVALENT, CLASSES, NON_WBC
 
-__all__ = ["differential", "wilson_interval"]
+__all__ = ["differential", "differential_from_counts", "wilson_interval"]
 
 _Z95 = 1.959963984540054
 
@@ -29,7 +29,14 @@ def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
 
 
 def differential(predictions: Sequence[CellPrediction], classes: Sequence[str] = CLASSES) -> Differential:
-    counts = Counter(p.predicted_class for p in predictions)
+    """The differential of classified cells (each counted as its predicted class)."""
+    return differential_from_counts(Counter(p.predicted_class for p in predictions), classes, len(predictions))
+
+
+def differential_from_counts(
+    counts: Mapping[str, int], classes: Sequence[str] = CLASSES, total_cells: int | None = None
+) -> Differential:
+    """The differential of cells counted per class (e.g. a reviewer's current labels)."""
     wbc = sum(v for c, v in counts.items() if c not in NON_WBC)
     rows = []
     for c in classes:
@@ -48,7 +55,7 @@ def differential(predictions: Sequence[CellPrediction], classes: Sequence[str] =
     blo, bhi = wilson_interval(blasts, wbc)
     return Differential(
         counts=tuple(rows),
-        total_cells=len(predictions),
+        total_cells=sum(counts.values()) if total_cells is None else total_cells,
         wbc_denominator=wbc,
         blast_count=blasts,
         blast_percent=100.0 * blasts / wbc if wbc else 0.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import secrets
 import threading
 import time
@@ -25,8 +26,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..aggregate.differential import wilson_interval
-from ..taxonomy import BLAST_EQUIVALENT, CLASSES, NON_WBC
+from ..aggregate.differential import differential_from_counts as core_differential
+from ..taxonomy import CLASSES
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .store import check_password, image_dir
 
@@ -59,21 +60,21 @@ def differential_of(cells: list[Cell]) -> dict:
 
 
 def differential_from_counts(counts: dict[str, int]) -> dict:
-    wbc = sum(v for k, v in counts.items() if k not in NON_WBC)
-    rows = {}
-    for k in CLASSES:
-        n = counts.get(k, 0)
-        denom = wbc if k not in NON_WBC else n + wbc
-        lo, hi = wilson_interval(n, denom)
-        pct = 100 * n / wbc if wbc else 0.0
-        rows[k] = {"count": n, "percent": round(pct, 1), "ci95": [round(100 * lo, 1), round(100 * hi, 1)]}
-    blasts = sum(counts.get(k, 0) for k in BLAST_EQUIVALENT)
-    lo, hi = wilson_interval(blasts, wbc)
+    """The analysis differential (:func:`leukomorph.aggregate.differential_from_counts`: % of white
+    cells, non-white cells per 100 white cells, 95% Wilson intervals) rounded for display; an
+    unbounded interval end is None."""
+    d = core_differential(counts, CLASSES)
+
+    def r(v: float) -> float | None:
+        return round(v, 1) if math.isfinite(v) else None
+
     return {
-        "wbc": wbc,
-        "classes": rows,
-        "blast_percent": round(100 * blasts / wbc, 1) if wbc else 0.0,
-        "blast_ci95": [round(100 * lo, 1), round(100 * hi, 1)],
+        "wbc": d.wbc_denominator,
+        "classes": {
+            c.name: {"count": c.count, "percent": r(c.percent), "ci95": [r(c.ci_low), r(c.ci_high)]} for c in d.counts
+        },
+        "blast_percent": r(d.blast_percent),
+        "blast_ci95": [r(v) for v in d.blast_ci],
     }
 
 
