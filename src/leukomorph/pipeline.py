@@ -277,12 +277,15 @@ def _saliency(
     model, sources: Sequence[str], by_src: dict[str, CellPrediction], detections: dict[str, dict]
 ) -> dict[str, np.ndarray]:
     out = {}
+    fields: dict[str, np.ndarray] = {}  # a field holding several evidence cells is read once
     for s in list(sources)[:SALIENCY_CELLS]:
         try:
             if s in detections:
                 d = detections[s]
                 box = Detection(d["x0"], d["y0"], d["x1"], d["y1"], d["detection_score"])
-                crop = field_crop(read_image(d["image"]).pixels, box)
+                if d["image"] not in fields:
+                    fields[d["image"]] = read_image(d["image"]).pixels
+                crop = field_crop(fields[d["image"]], box)
             else:
                 crop = read_image(s).pixels
         except ImageReadError as exc:  # changed on disk since it was classified
