@@ -204,6 +204,20 @@ def _detect_field(rgb: np.ndarray, detector, threshold: dict[str, float], um_per
     }
 
 
+def _score_field(fm, cell_model, rgb: np.ndarray, white_cells) -> dict:
+    """One field's field-model result: class probabilities, label, applicability distance."""
+    x = field_features(cell_model, rgb, white_cells, field_crop)
+    pr = fm.predict(x)[0]
+    dist = float(fm.distance(x)[0])
+    return {
+        "model": fm.name,
+        "probabilities": {c: round(float(v), 4) for c, v in zip(fm.classes, pr, strict=True)},
+        "label": fm.classes[int(pr.argmax())],
+        "distance": round(dist, 2),
+        "applicable": bool(dist <= fm.ood_threshold),
+    }
+
+
 def field_case_score(fm, status: str | None, field_info: dict[str, dict]) -> dict:
     """Case-level score of a field model: mean class probabilities over its applicable fields, with a
     bootstrap interval over fields for the top class."""
@@ -419,18 +433,7 @@ def run_case(
                     px_um = config.pixel_size_um or item.pixel_size_um
                     found, info = _detect_field(item.pixels, detector, det_threshold, px_um)
                     if field_model is not None and field_status is None:
-                        x = field_features(model, item.pixels, found, field_crop)
-                        pr = field_model.predict(x)[0]
-                        dist = float(field_model.distance(x)[0])
-                        info["field_model"] = {
-                            "model": field_model.name,
-                            "probabilities": {
-                                c: round(float(v), 4) for c, v in zip(field_model.classes, pr, strict=True)
-                            },
-                            "label": field_model.classes[int(pr.argmax())],
-                            "distance": round(dist, 2),
-                            "applicable": bool(dist <= field_model.ood_threshold),
-                        }
+                        info["field_model"] = _score_field(field_model, model, item.pixels, found)
                     field_info[item.source] = info
                     note = (f"{len(found)} white cells detected ({info['detector']})",)
                     inputs.append(InputRecord(item.source, item.sha256, "ok", item.notes + note, item.shape))
