@@ -2,8 +2,9 @@
 
     python benchmarks/calibration.py [--model leukomorph-cell] [--which test]
 
-"Before" undoes the temperature baked into the ONNX graph (softmax(T · log p) = softmax(logits));
-"after" is what the model outputs. Conformal rows use the card's calibration (fitted on the
+"Before" undoes the temperature baked into the ONNX graph and the card's temperature for the
+averaged test-time-augmentation views (softmax(T / s · log p), exact for a single view); "after" is
+what the model outputs. Conformal rows use the card's calibration (fitted on the
 validation patients) and are measured on the held-out test split, overall and per data set.
 ECE: 15 equal-width confidence bins, exact labels only.
 """
@@ -15,7 +16,7 @@ import argparse
 import numpy as np
 
 from leukomorph.classify import coverage, model_conformal, recommended_tta
-from leukomorph.evaluation.runner import _ece, exact_targets, predict_rows, split_rows
+from leukomorph.evaluation.runner import _cluster_ci, _ece, exact_targets, predict_rows, split_rows
 from leukomorph.models.registry import get_card, load_classifier
 
 
@@ -43,30 +44,44 @@ def main() -> None:
     rows = [rows[i] for i in idx]
     probs = np.array([p.probabilities for p in predict_rows(model, rows, recommended_tta(model))])
     t = _temperature(card)
-    logit = t * np.log(np.clip(probs, 1e-12, 1))
+    s = (card.raw.get("inference", {}).get("tta_temperature") or {}).get("scale", 1.0)
+    logit = t / s * np.log(np.clip(probs, 1e-12, 1))
     raw = np.exp(logit - logit.max(1, keepdims=True))
     raw /= raw.sum(1, keepdims=True)
     ds = np.array([r["dataset"] for r in rows])
-    print(f"model {card.name} {card.version} ({card.sha256[:12]}), split {a.which}, T = {t:.3f}\n")
-    print("| cells | n | ECE before T | ECE after T | NLL before | NLL after |")
+    groups = np.array([r["patient_id"] or f"g{r['group']}" for r in rows])
+    print(f"model {card.name} {card.version} ({card.sha256[:12]}), split {a.which}, T = {t:.3f}, TTA s = {s:.3f}\n")
+    print("| cells | n | ECE before T | ECE after T (95% CI) | NLL before | NLL after |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in ["all", *sorted(set(ds))]:
         m = np.ones(len(y), bool) if name == "all" else ds == name
+        pm, ym = probs[m], y[m]
+        lo, hi = _cluster_ci(lambda sel, p=pm, t=ym: _ece(p[sel], t[sel])["ece"], list(groups[m]), 500)
         print(
-            f"| {name} | {m.sum()} | {_ece(raw[m], y[m])['ece']:.4f} | {_ece(probs[m], y[m])['ece']:.4f} | "
-            f"{_nll(raw[m], y[m]):.3f} | {_nll(probs[m], y[m]):.3f} |"
+            f"| {name} | {m.sum()} | {_ece(raw[m], ym)['ece']:.4f} | {_ece(pm, ym)['ece']:.4f} ({lo:.4f}-{hi:.4f}) | "
+            f"{_nll(raw[m], ym):.3f} | {_nll(pm, ym):.3f} |"
         )
     cal = model_conformal(model)
     if cal is None:
         print("\nno conformal calibration in the card")
         return
-    print(f"\nconformal (LAC), nominal coverage {1 - cal.alpha:.0%}, fitted on {cal.n_calibration} validation cells\n")
-    print("| cells | n | coverage | mean set size | singletons |")
+    fitted = card.raw["inference"]["conformal"].get("fitted_on", {})
+    print(
+        f"\nconformal (LAC), nominal coverage {1 - cal.alpha:.0%}, fitted on {cal.n_calibration} validation cells "
+        f"of {', '.join(fitted.get('datasets', ['?']))} ({fitted.get('n_patients', 0)} patients); "
+        "95% CI by resampling patients (PBC: near-duplicate clusters)\n"
+    )
+    print("| cells | n | coverage (95% CI) | mean set size | singletons |")
     print("|---|---:|---:|---:|---:|")
     for name in ["all", *sorted(set(ds))]:
         m = np.ones(len(y), bool) if name == "all" else ds == name
         c = coverage(probs[m], y[m], cal)
-        print(f"| {name} | {c['n']} | {c['coverage']:.3f} | {c['mean_set_size']:.2f} | {c['share_singletons']:.1%} |")
+        hit = probs[m][np.arange(m.sum()), y[m]] >= cal.threshold
+        lo, hi = _cluster_ci(lambda sel, h=hit: float(h[sel].mean()), list(groups[m]), 1000)
+        print(
+            f"| {name} | {c['n']} | {c['coverage']:.3f} ({lo:.3f}-{hi:.3f}) | {c['mean_set_size']:.2f} | "
+            f"{c['share_singletons']:.1%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -122,3 +122,48 @@ def test_seg_wbc_labels_map_to_taxonomy():
     assert WBC5_GROUP["band_neutrophil"] == "neutrophil" and "blast" not in WBC5_GROUP
     with pytest.raises(LabelMappingError):
         map_label("seg_wbc", "blast")
+
+
+def test_conformal_calibrates_on_patients_when_there_are_any():
+    from leukomorph.evaluation.calibrate import patient_datasets
+
+    rows = [
+        {"dataset": "pbc", "patient_id": ""},
+        {"dataset": "deepapl", "patient_id": "Patient_01"},
+        {"dataset": "lab", "patient_id": "P7"},
+    ]
+    assert patient_datasets(rows) == ["deepapl", "lab"]
+    assert patient_datasets(rows[:1]) is None
+
+
+def test_cluster_bootstrap_resamples_whole_groups():
+    from leukomorph.evaluation.runner import _cluster_ci
+
+    # group "a" always right, group "b" always wrong: a resample of whole groups can only give
+    # 0, 1/2 (weighted by size) or 1, never the mixtures a per-cell bootstrap would give
+    hit = np.array([1.0] * 10 + [0.0] * 10)
+    groups = ["a"] * 10 + ["b"] * 10
+    lo, hi = _cluster_ci(lambda sel: float(hit[sel].mean()), groups, 200)
+    assert lo == 0.0 and hi == 1.0
+    lo, hi = _cluster_ci(lambda sel: float(hit[sel].mean()), [str(i) for i in range(20)], 200)
+    assert 0.2 < lo < 0.5 < hi < 0.8
+
+
+def test_tta_temperature_applies_only_to_its_mode():
+    from types import SimpleNamespace
+
+    from leukomorph.classify import predict_tta
+    from leukomorph.classify.core import sharpen
+
+    p = np.array([[0.6, 0.3, 0.1]])
+    assert np.allclose(sharpen(p, 1.0), p)
+    assert sharpen(p, 2.0)[0, 0] > 0.6 and np.allclose(sharpen(p, 2.0).sum(), 1)
+    assert sharpen(p, 0.5)[0, 0] < 0.6
+    model = FakeClassifier()
+    batch = np.full((2, 32, 32, 3), 40, np.uint8)
+    plain = predict_tta(model, batch, "flip")
+    model.card = SimpleNamespace(raw={"inference": {"tta_temperature": {"tta": "flip", "scale": 2.0}}})
+    assert np.allclose(predict_tta(model, batch, "flip"), sharpen(plain, 2.0))
+    # fitted for the flip average: a single view and another TTA mode stay as the graph gives them
+    assert np.allclose(predict_tta(model, batch, "none"), plain)
+    assert np.allclose(predict_tta(model, batch, "rot4"), plain)

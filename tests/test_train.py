@@ -42,6 +42,7 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
     assert raw["metrics"]["held_out_test"]
     # conformal sets fitted on the validation patients, coverage measured on the test patients
     assert raw["inference"]["conformal"]["fitted_on"]["which"] == "val"
+    assert raw["inference"]["conformal"]["fitted_on"]["n_patients"] >= 1
     assert 0 < raw["inference"]["conformal"]["qhat"] <= 1
     assert "coverage" in raw["metrics"]["held_out_test"]["conformal"]["all"]
     m = OnnxClassifier(card, card.weights_path)

@@ -60,17 +60,40 @@ def _views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
     return [np.rot90(b, k, axes=(1, 2)) for b in (batch, batch[:, :, ::-1]) for k in range(4)]
 
 
+def sharpen(probs: np.ndarray, scale: float) -> np.ndarray:
+    """Temperature-scale probabilities: ``p ** scale``, renormalised per row (scale > 1 sharpens)."""
+    logp = scale * np.log(np.clip(probs, 1e-12, 1.0))
+    logp -= logp.max(axis=-1, keepdims=True)
+    q = np.exp(logp)
+    return q / q.sum(axis=-1, keepdims=True)
+
+
+def _tta_scale(model, tta: str) -> float | None:
+    """The card's post-averaging temperature for this TTA mode (``inference.tta_temperature``).
+
+    Averaging the views' probabilities softens them: the temperature baked into the graph was
+    fitted on single views, so a card may carry a second one fitted on the averaged output.
+    """
+    d = _card_inference(model, "tta_temperature")
+    return float(d["scale"]) if d and tta != "none" and d.get("tta") == tta else None
+
+
 def predict_tta_embedding(model, batch: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Mean probabilities and mean embeddings over the TTA views (models with an embedding output)."""
     outs = [model.predict_with_embedding(np.ascontiguousarray(v)) for v in _views(batch, tta)]
-    return np.mean([o[0] for o in outs], axis=0), np.mean([o[1] for o in outs], axis=0)
+    probs = np.mean([o[0] for o in outs], axis=0)
+    scale = _tta_scale(model, tta)
+    return (probs if scale is None else sharpen(probs, scale)), np.mean([o[1] for o in outs], axis=0)
 
 
 def predict_tta(model: Classifier, batch: np.ndarray, tta: str = "none") -> np.ndarray:
-    """Mean class probabilities over the TTA views of a prepared uint8 batch (N, S, S, 3)."""
+    """Mean class probabilities over the TTA views of a prepared uint8 batch (N, S, S, 3), with the
+    card's post-averaging temperature for that mode where it has one."""
     views = _views(batch, tta)
     # one model call per view keeps peak memory at that of a plain batch
-    return np.mean([model.predict(np.ascontiguousarray(v)) for v in views], axis=0)
+    probs = np.mean([model.predict(np.ascontiguousarray(v)) for v in views], axis=0)
+    scale = _tta_scale(model, tta)
+    return probs if scale is None else sharpen(probs, scale)
 
 
 def recommended_tta(model: Classifier) -> str:

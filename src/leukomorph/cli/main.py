@@ -444,6 +444,12 @@ def train_classifier_cmd(
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
     tta: str = typer.Option("none", help="Test-time augmentation recorded in the card: none, flip, rot4, d4."),
     augment: str = typer.Option("standard", help="Training augmentation: standard or strong (cross-microscope)."),
+    init: Path = typer.Option(
+        None,
+        "--init",
+        help="Start from these weights: an SSL backbone.pt (new classification layer) or an earlier run's "
+        "weights.pt with the same classes (warm start).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Train a cell classifier (train extra), export ONNX, evaluate on the held-out split, write a card."""
@@ -472,6 +478,7 @@ def train_classifier_cmd(
         val_fraction=val_fraction,
         temperature=temperature,
         augment=augment,
+        init=str(init) if init else None,
     )
     train_classifier(records, cfg, out, cache_dir)
     card = finalize_model(out, name, records, datasets.split(","), tta=tta)

@@ -134,22 +134,42 @@ def run_evaluation(
         m = np.array([kept[i]["dataset"] == ds for i in all_exact])
         if m.any():
             report["calibration"][f"ece_{ds}"] = _ece(probs[m], yi[m])["ece"]
+            groups = [kept[i]["patient_id"] or f"g{kept[i]['group']}" for i, mi in zip(all_exact, m, strict=True) if mi]
+            report["calibration"][f"ece_{ds}_ci95"] = _cluster_ci(
+                lambda sel, p=probs[m], y=yi[m]: _ece(p[sel], y[sel])["ece"], groups, n_boot
+            )
     if conformal is not None:
         report["conformal"] = {"calibration": conformal.to_dict(), "all": coverage(probs, yi, conformal)}
         lines = [f"\nconformal prediction sets (LAC, nominal coverage {1 - conformal.alpha:.0%}):"]
         for ds in ["all", *sorted({r["dataset"] for r in kept})]:
             m = np.array([ds == "all" or kept[i]["dataset"] == ds for i in all_exact])
             cov = coverage(probs[m], yi[m], conformal)
+            hit = probs[m][np.arange(m.sum()), yi[m]] >= conformal.threshold
+            groups = [kept[i]["patient_id"] or f"g{kept[i]['group']}" for i, mi in zip(all_exact, m, strict=True) if mi]
+            cov["coverage_ci95"] = _cluster_ci(lambda sel, h=hit: float(h[sel].mean()), groups, n_boot)
             report["conformal"][ds] = cov
+            lo, hi = cov["coverage_ci95"]
             lines.append(
-                f"  {ds}: coverage {cov['coverage']:.3f}, mean set size {cov['mean_set_size']:.2f}, "
-                f"singletons {cov['share_singletons']:.1%} (n={cov['n']})"
+                f"  {ds}: coverage {cov['coverage']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
+                f"mean set size {cov['mean_set_size']:.2f}, singletons {cov['share_singletons']:.1%} (n={cov['n']})"
             )
         texts.append("\n".join(lines))
     text = "\n\n".join(texts)
     if outp:
         (outp / "metrics.md").write_text(text + "\n")
     return report, text
+
+
+def _cluster_ci(stat, groups: list[str], n_boot: int, seed: int = 0) -> list[float]:
+    """95% percentile interval of ``stat(row_indices)`` resampling whole groups (patients or
+    near-duplicate clusters) with replacement."""
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    members = [np.nonzero(codes == g)[0] for g in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    vals = [
+        stat(np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])) for _ in range(n_boot)
+    ]
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
 
 
 def _ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:

@@ -19,7 +19,7 @@ from ..errors import DataError
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
 
-__all__ = ["finalize_model"]
+__all__ = ["evaluate_card", "finalize_model"]
 
 LICENCES = {
     "pbc": "PBC (Acevedo et al. 2020, Data in Brief 30:105474), CC BY 4.0",
@@ -44,10 +44,6 @@ def finalize_model(
     tta: str = "none",
     conformal_alpha: float | None = 0.1,
 ) -> Path:
-    from ..evaluation.calibrate import fit_conformal, write_conformal, write_confusion
-    from ..evaluation.runner import read_split, run_evaluation
-    from ..models.registry import ModelCard
-
     out = Path(out)
     training = json.loads((out / "training.json").read_text())
     by_path = {r.path: r for r in records}
@@ -135,16 +131,54 @@ def finalize_model(
     }
     card_path = out / f"{name}.json"
     card_path.write_text(jsonio.dumps(card, indent=1))
-    if conformal_alpha and any(r["split"] == "val" for r in read_split(out / split_name)):
-        cal, source = fit_conformal(ModelCard.from_file(card_path), out / split_name, "val", conformal_alpha, tta)
+    evaluate_card(card_path, out / split_name, out / "eval", n_boot, tta, conformal_alpha)
+    return card_path
+
+
+def evaluate_card(
+    card_path: str | os.PathLike[str],
+    split: str | os.PathLike[str],
+    eval_dir: str | os.PathLike[str],
+    n_boot: int = 1000,
+    tta: str | None = None,
+    conformal_alpha: float | None = 0.1,
+) -> dict:
+    """Calibrate a card on the validation rows of ``split`` and evaluate it on the test rows.
+
+    With test-time augmentation, a temperature for the averaged views is fitted on all validation
+    rows (``inference.tta_temperature``); then conformal sets on the validation *patients* where
+    there are any (``inference.conformal``); the test metrics go to ``metrics.held_out_test`` and
+    the confusion matrix to ``inference.confusion``. The weight file, so the sha256, is untouched.
+    """
+    from ..evaluation.calibrate import (
+        fit_conformal,
+        fit_tta_temperature,
+        patient_datasets,
+        write_conformal,
+        write_confusion,
+        write_tta_temperature,
+    )
+    from ..evaluation.runner import read_split, run_evaluation
+    from ..models.registry import ModelCard
+
+    card_path, eval_dir = Path(card_path), Path(eval_dir)
+    val_rows = [r for r in read_split(split) if r["split"] == "val"]
+    tta = tta or ModelCard.from_file(card_path).raw.get("inference", {}).get("tta") or "none"
+    if val_rows and tta != "none":
+        _, value = fit_tta_temperature(ModelCard.from_file(card_path), split, "val", tta)
+        write_tta_temperature(card_path, value)
+    if conformal_alpha and val_rows:
+        cal, source = fit_conformal(
+            ModelCard.from_file(card_path), split, "val", conformal_alpha, tta, datasets=patient_datasets(val_rows)
+        )
         write_conformal(card_path, cal, source)
-        card = json.loads(card_path.read_text())
-    metrics, text = run_evaluation(ModelCard.from_file(card_path), out / split_name, "test", out / "eval", n_boot)
-    card["metrics"] = {"held_out_test": _compact(metrics)}
+    metrics, _ = run_evaluation(ModelCard.from_file(card_path), split, "test", eval_dir, n_boot)
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {**card.get("metrics", {}), "held_out_test": _compact(metrics)}
     card_path.write_text(jsonio.dumps(card, indent=1))
     write_confusion(card_path, metrics)
-    (out / "eval" / "metrics.json").write_text(jsonio.dumps(metrics, indent=1))
-    return card_path
+    (eval_dir / "metrics.json").write_text(jsonio.dumps(metrics, indent=1))
+    return metrics
 
 
 def _compact(metrics: dict) -> dict:

@@ -68,8 +68,9 @@ class TrainConfig:
     temperature: float | None = None
     #: augmentation strength, one of AUGMENT_MODES
     augment: str = "standard"
-    #: backbone weights to start from (e.g. ``backbone.pt`` of :func:`leukomorph.training.ssl.pretrain_simclr`);
-    #: the classification head is always new
+    #: weights to start from: a backbone (e.g. ``backbone.pt`` of
+    #: :func:`leukomorph.training.ssl.pretrain_simclr`; the classification layer is new) or the
+    #: ``weights.pt`` of an earlier run with the same classes (warm start: all layers kept)
     init: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -238,14 +239,19 @@ def train_classifier(
 
     net = build_net(cfg.arch, len(CLASSES))
     if cfg.init:
-        state = {k: v for k, v in torch.load(cfg.init, map_location="cpu").items() if not k.startswith("head.3.")}
+        own = net.state_dict()
+        state = {
+            k: v
+            for k, v in torch.load(cfg.init, map_location="cpu").items()
+            if not (k.startswith("head.3.") and (k not in own or own[k].shape != v.shape))
+        }
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches
             raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} ({exc})") from exc
         if unexpected or any(not k.startswith("head.3.") for k in missing):
             raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} (missing {missing}, unexpected {unexpected})")
-        log.info("backbone initialised from %s", cfg.init)
+        log.info("%s initialised from %s", "backbone" if missing else "whole network (warm start)", cfg.init)
     net = net.to(dev).to(memory_format=torch.channels_last)
     ema = torch.optim.swa_utils.AveragedModel(
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
