@@ -6,8 +6,10 @@ seg_wbc (Zheng et al. 2018) has two domains, both kept out of training: dataset1
 camera, 120 px, 300 cells) and dataset2 (CellaVision images from a blog, 300 px, 50 cells). The
 model's predictions are mapped to the 5 mature classes (neutrophil = segmented + band,
 lymphocyte = lymphocyte + variant); any other predicted class counts as an error. Rows:
-preprocessing variants, all label-free (stain: Reinhard to the model's reference; scale: the
-case-level zoom of leukomorph.classify.scale, computed per domain from the images alone).
+preprocessing variants, all label-free, each domain treated as one case (stain: Reinhard to the
+model's reference; scale: "nucleus" = the nucleus-size zoom of leukomorph.classify.scale.case_zoom,
+"auto" = the confidence search of leukomorph.classify.scale.search_zoom, as `analyze --cell-scale
+auto` does).
 95% CIs: bootstrap over cells (no patient ids exist).
 """
 
@@ -15,15 +17,30 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from leukomorph.classify import classify_crops, recommended_tta
-from leukomorph.classify.scale import case_zoom, model_nucleus_fraction
+from leukomorph.classify.scale import case_zoom, mean_entropy, model_nucleus_fraction, search_zoom
 from leukomorph.data import load_seg_wbc
 from leukomorph.evaluation.metrics import evaluate_predictions
 from leukomorph.io import read_image
 from leukomorph.models.registry import load_classifier
 from leukomorph.taxonomy import WBC5_GROUP, WBC5_LABELS
 
-VARIANTS = [("none", False), ("reinhard", False), ("none", True), ("reinhard", True)]
+STAINS = ("none", "reinhard")
+SCALES = ("none", "nucleus", "auto")
+
+
+def _zoom(scale: str, model, imgs, stain: str, tta: str) -> tuple[float, str]:
+    """The zoom of one domain (one case) under a label-free scale method."""
+    if scale == "none":
+        return 1.0, "1 (none)"
+    if scale == "nucleus":
+        z = case_zoom(imgs, model_nucleus_fraction(model))
+        return z, f"{z:.2f} (nucleus)"
+    native = classify_crops(model, imgs, [""] * len(imgs), tta=tta, stain=stain)
+    ch = search_zoom(model, imgs, mean_entropy(np.array([p.probabilities for p in native])), tta=tta)
+    return ch.zoom, f"{ch.zoom:g} (auto, H={ch.mean_entropy:.2f}{'' if ch.searched else ', not searched'})"
 
 
 def main() -> None:
@@ -38,38 +55,32 @@ def main() -> None:
     print(f"model {model.card.name} {model.card.version} (sha256 {model.card.sha256[:12]}), tta {tta}")
     print("| domain | stain | scale (zoom) | n | 5-class accuracy (95% CI) | macro-F1 | per-class recall |")
     print("|---|---|---|---|---|---|---|")
-    for domain in ("dataset1", "dataset2", "all"):
-        rs = [r for r in recs if domain == "all" or r.source_label.startswith(domain + "/")]
+    pooled: dict[tuple[str, str], tuple[list, list]] = {}
+    for domain in ("dataset1", "dataset2"):
+        rs = [r for r in recs if r.source_label.startswith(domain + "/")]
         imgs = [read_image(r.path).pixels for r in rs]
         truth = [r.source_label.split("/")[1] for r in rs]
-        for stain, scale in VARIANTS:
-            if scale and domain == "all":
-                preds = []
-                for d in ("dataset1", "dataset2"):
-                    ii = [i for i, r in enumerate(rs) if r.source_label.startswith(d + "/")]
-                    sub = [imgs[i] for i in ii]
-                    z = case_zoom(sub, model_nucleus_fraction(model))
-                    preds += classify_crops(model, sub, [rs[i].path for i in ii], tta=tta, stain=stain, zoom=z)
-                truth_v = [
-                    truth[i]
-                    for d in ("dataset1", "dataset2")
-                    for i, r in enumerate(rs)
-                    if r.source_label.startswith(d + "/")
-                ]
-                ztxt = "per domain"
-            else:
-                z = case_zoom(imgs, model_nucleus_fraction(model)) if scale else 1.0
+        for stain in STAINS:
+            for scale in SCALES:
+                z, ztxt = _zoom(scale, model, imgs, stain, tta)
                 preds = classify_crops(model, imgs, [r.path for r in rs], tta=tta, stain=stain, zoom=z)
-                truth_v = truth
-                ztxt = f"{z:.2f}" if scale else "1 (none)"
-            pred5 = [WBC5_GROUP.get(p.predicted_class) or "(other)" for p in preds]
-            rep = evaluate_predictions(truth_v, pred5, list(WBC5_LABELS), None, a.n_boot)
-            acc, (lo, hi) = rep.summary["accuracy"], rep.summary_ci["accuracy"]
-            rec = ", ".join(f"{c[:4]} {v['recall']:.2f}" for c, v in rep.per_class.items() if v["support"] > 0)
-            print(
-                f"| {domain} | {stain} | {ztxt} | {rep.n} | {acc:.3f} ({lo:.3f}–{hi:.3f}) | "
-                f"{rep.summary['macro_f1']:.3f} | {rec} |"
-            )
+                pred5 = [WBC5_GROUP.get(p.predicted_class) or "(other)" for p in preds]
+                _row(domain, stain, ztxt, truth, pred5, a.n_boot)
+                t, pr = pooled.setdefault((stain, scale), ([], []))
+                t += truth
+                pr += pred5
+    for (stain, scale), (truth, pred5) in pooled.items():
+        _row("all", stain, f"{scale}, per domain", truth, pred5, a.n_boot)
+
+
+def _row(domain: str, stain: str, ztxt: str, truth: list, pred5: list, n_boot: int) -> None:
+    rep = evaluate_predictions(truth, pred5, list(WBC5_LABELS), None, n_boot)
+    acc, (lo, hi) = rep.summary["accuracy"], rep.summary_ci["accuracy"]
+    rec = ", ".join(f"{c[:4]} {v['recall']:.2f}" for c, v in rep.per_class.items() if v["support"] > 0)
+    print(
+        f"| {domain} | {stain} | {ztxt} | {rep.n} | {acc:.3f} ({lo:.3f}–{hi:.3f}) | "
+        f"{rep.summary['macro_f1']:.3f} | {rec} |"
+    )
 
 
 if __name__ == "__main__":

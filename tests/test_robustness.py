@@ -167,3 +167,64 @@ def test_tta_temperature_applies_only_to_its_mode():
     # fitted for the flip average: a single view and another TTA mode stay as the graph gives them
     assert np.allclose(predict_tta(model, batch, "none"), plain)
     assert np.allclose(predict_tta(model, batch, "rot4"), plain)
+
+
+class _ScaleFake(FakeClassifier):
+    """Sure of itself only when the dark disc covers ~10% of the prepared crop; the class is read
+    from the blue level at the disc's centre (so a case has several classes at every zoom)."""
+
+    def predict(self, batch):
+        n, k = len(batch), len(self.classes)
+        dark = (batch.mean(-1) < 128).reshape(n, -1).mean(1)
+        conf = np.clip(1 - np.abs(dark - 0.1) * 5, 1 / k, 0.95)
+        c = batch.shape[1] // 2
+        idx = (batch[:, c, c, 2].astype(int) // 64) % k
+        probs = np.repeat(((1 - conf) / (k - 1))[:, None], k, 1)
+        probs[np.arange(n), idx] = conf
+        return probs.astype(np.float32)
+
+
+def _disc_crops(tmp_path, n=24, area=0.4):
+    paths = []
+    r = int(np.sqrt(area * 64 * 64 / np.pi))
+    for i in range(n):
+        img = np.full((64, 64, 3), 235, np.uint8)
+        cv2.circle(img, (32, 32), r, (40, 40, int(i * 255 / (n - 1))), -1)
+        p = tmp_path / f"c{i}.png"
+        cv2.imwrite(str(p), img[..., ::-1])
+        paths.append(str(p))
+    return paths
+
+
+def test_auto_cell_scale_finds_the_zoom_that_makes_cells_familiar(tmp_path):
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    paths = _disc_crops(tmp_path)
+    base = dict(attributes=None, case_models=(), saliency=False, conformal=False, confusion_correction=False)
+    auto = run_case(paths, "c", AnalyzeConfig(**base), model=_ScaleFake())
+    info = auto.model["cell_scale"]
+    assert info["searched"] and info["mean_entropy"] > info["gate"] and info["zoom"] == 0.5
+    assert min(p.confidence for p in auto.predictions) > 0.9
+    assert [p.source for p in auto.predictions] == paths  # same cells, same order
+    as_given = run_case(paths, "c", AnalyzeConfig(**base, cell_scale="none"), model=_ScaleFake())
+    assert as_given.model["cell_scale"] == {"mode": "fixed", "zoom": 1.0}
+    assert max(p.confidence for p in as_given.predictions) < 0.2
+    fixed = run_case(paths, "c", AnalyzeConfig(**base, cell_scale=0.5), model=_ScaleFake())
+    assert min(p.confidence for p in fixed.predictions) > 0.9
+
+
+def test_auto_cell_scale_leaves_familiar_cases_alone(tmp_path):
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    paths = _disc_crops(tmp_path, area=0.1)
+    res = run_case(paths, "c", AnalyzeConfig(attributes=None, case_models=(), saliency=False), model=_ScaleFake())
+    assert res.model["cell_scale"]["zoom"] == 1.0 and not res.model["cell_scale"]["searched"]
+
+
+@pytest.mark.parametrize("bad", ["big", 0, -1, 50, "nan"])
+def test_bad_cell_scale_is_a_config_error(bad):
+    from leukomorph.pipeline import fixed_cell_zoom
+
+    with pytest.raises(ConfigError, match="cell scale"):
+        fixed_cell_zoom(bad)
+    assert fixed_cell_zoom("auto") is None and fixed_cell_zoom("none") == 1.0 and fixed_cell_zoom("0.5") == 0.5

@@ -24,6 +24,7 @@ from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, model_confusion, recommended_tta
 from .classify.attributes import load_attribute_model
 from .classify.fields import field_features, load_field_model
+from .classify.scale import mean_entropy, search_zoom
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
@@ -80,6 +81,11 @@ class AnalyzeConfig:
     #: also report the differential corrected for the model card's held-out confusion matrix
     #: (shown beside the raw count; the rules use the raw count)
     confusion_correction: bool = True
+    #: crop mode: the magnification to classify at. "auto": when the case looks unfamiliar to the
+    #: model at its native scale (mean prediction entropy above the gate), search a zoom that makes
+    #: it familiar (:func:`leukomorph.classify.scale.search_zoom`) and classify at it; "none": as
+    #: given; a number: that zoom for every crop. Field mode scales by the detector's red-cell ruler.
+    cell_scale: str | float = "auto"
 
 
 @dataclass(frozen=True)
@@ -358,6 +364,37 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
     return out
 
 
+def fixed_cell_zoom(cell_scale: str | float) -> float | None:
+    """The zoom of a ``cell_scale`` setting: None for "auto", 1 for "none", else the number."""
+    if cell_scale == "auto":
+        return None
+    if cell_scale == "none":
+        return 1.0
+    try:
+        z = float(cell_scale)
+    except (TypeError, ValueError):
+        z = float("nan")
+    if not (np.isfinite(z) and 0.2 <= z <= 5):
+        raise ConfigError(f"cell scale must be 'auto', 'none' or a zoom between 0.2 and 5, not {cell_scale!r}")
+    return z
+
+
+class _LazyCrops(Sequence):
+    """The crops of already-read inputs, read again on access (the case is not held in memory)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        item = _read(self.paths[i])
+        if isinstance(item, Skipped):
+            raise ImageReadError(f"{item.source}: could not be read again ({item.reason})")
+        return item.pixels
+
+
 def run_case(
     paths: Sequence[str],
     case: str = "case",
@@ -370,6 +407,7 @@ def run_case(
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
+    fixed_zoom = fixed_cell_zoom(config.cell_scale)
     conformal = model_conformal(model) if config.conformal else None
     case_models = [load_case_model(n) for n in config.case_models]  # integrity errors before any work
     card = getattr(model, "card", None)
@@ -470,6 +508,7 @@ def run_case(
                     tta=tta,
                     conformal=conformal,
                     embeddings=want_emb,
+                    zoom=1.0 if config.fields or fixed_zoom is None else fixed_zoom,
                 )
             )
             if morpho_mode:
@@ -486,6 +525,41 @@ def run_case(
             if progress is not None:
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
+    t_scale = time.perf_counter()
+    if config.fields:
+        scale_info: dict = {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"}
+    elif fixed_zoom is not None:
+        scale_info = {"mode": "fixed", "zoom": fixed_zoom}
+    else:
+        scale_info = {"mode": "auto", "zoom": 1.0}
+        if preds:
+            native = mean_entropy(np.array([p.probabilities for p in preds]))
+            choice = search_zoom(model, _LazyCrops([p.source for p in preds]), native, tta=tta)
+            scale_info = choice.to_dict()
+            if choice.zoom != 1.0:
+                log.warning(
+                    "case %s looks unfamiliar at its native scale (mean entropy %.2f > %.2f): classified at zoom %g",
+                    case,
+                    native,
+                    choice.gate,
+                    choice.zoom,
+                )
+                srcs = [p.source for p in preds]
+                lazy = _LazyCrops(srcs)
+                preds = []
+                for start in range(0, len(srcs), config.batch_size):
+                    chunk = srcs[start : start + config.batch_size]
+                    preds += classify_crops(
+                        model,
+                        [lazy[start + i] for i in range(len(chunk))],
+                        chunk,
+                        batch_size=config.batch_size,
+                        tta=tta,
+                        conformal=conformal,
+                        embeddings=want_emb,
+                        zoom=choice.zoom,
+                    )
+    t_scale = time.perf_counter() - t_scale
     attrs: dict[str, dict[str, tuple[str, float]]] = {}
     if attr_ok and preds:
         got = attr_model.predict(np.stack([p.embedding for p in preds]))
@@ -517,6 +591,7 @@ def run_case(
             "note": "" if attr_ok else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
         }
     model_info["conformal"] = conformal.to_dict() if conformal is not None else None
+    model_info["cell_scale"] = scale_info
     return CaseResult(
         case=case,
         inputs=inputs,
@@ -537,6 +612,7 @@ def run_case(
         timings={
             "load_model_s": t_load,
             "classify_s": t_classify,
+            "cell_scale_s": t_scale,
             "saliency_s": t_sal,
             "total_s": time.perf_counter() - t0,
         },

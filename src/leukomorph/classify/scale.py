@@ -1,20 +1,126 @@
 """Cell-scale normalisation: bring a case's crops to the magnification the model was trained at.
 
-The scale of a crop is measured, without labels, as the equivalent diameter of its central
-nucleus divided by the crop side (:func:`leukomorph.segment.nucleus_size_fraction`). A case's
-scale is the median over its crops (robust to the mix of cell types); the zoom that maps it to
-the model's reference median is applied to every crop of the case.
+Two label-free estimators of a case's zoom:
+
+- :func:`search_zoom` (used by ``analyze --cell-scale auto``, the default): the zoom at which the
+  classifier is most certain about the case, over a grid of zooms on a sample of the case's crops.
+  A camera at another magnification makes every cell look unfamiliar and the prediction entropy
+  high; at the right zoom the cells look like the training cells again. The score is information
+  maximisation (mean entropy of the cells' predictions minus the entropy of their mean): plain
+  entropy minimisation picked zooms where the model calls every cell the same class. The search
+  runs only when the case's mean entropy at the native scale is above what held-out patients of
+  the training sites reach (:data:`AUTO_ENTROPY_GATE`), and a zoom replaces 1 only when it lowers
+  the score by a clear margin (:data:`AUTO_MARGIN`). Checked on DeepAPL test patients re-imaged
+  at ×2 and ×0.6 (``benchmarks/cell_scale.py``).
+- :func:`case_zoom`: the equivalent diameter of each crop's central nucleus over the crop side
+  (:func:`leukomorph.segment.nucleus_size_fraction`), median over the case, mapped to the model's
+  reference median. Confounded by the cell mix (blasts have large nuclei), so it is kept as a
+  baseline only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..segment import nucleus_size_fraction
 
-__all__ = ["REFERENCE_NUCLEUS_FRACTION", "case_zoom", "model_nucleus_fraction"]
+__all__ = [
+    "AUTO_ENTROPY_GATE",
+    "AUTO_ZOOMS",
+    "REFERENCE_NUCLEUS_FRACTION",
+    "ZoomChoice",
+    "case_zoom",
+    "mean_entropy",
+    "model_nucleus_fraction",
+    "search_zoom",
+]
+
+#: Zooms tried by :func:`search_zoom` (apparent magnification relative to the crops as given).
+AUTO_ZOOMS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75)
+
+#: Mean prediction entropy (nats) above which a case is searched for a better zoom. The validation
+#: patients of leukomorph-cell 2.0.0 (DeepAPL, 10 patients) reach at most 0.94 and PBC 100-cell
+#: pseudo-cases at most 0.41; a card may set its own (``inference.scale.auto_entropy_gate``).
+AUTO_ENTROPY_GATE = 1.1
+
+#: A zoom other than 1 must lower the sample's score by at least this fraction of its value at zoom 1.
+AUTO_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class ZoomChoice:
+    """Outcome of the cell-scale search of one case."""
+
+    zoom: float
+    mean_entropy: float
+    gate: float
+    searched: bool
+    n_sample: int = 0
+    #: per zoom tried: mean entropy of the cells minus entropy of their mean (lower is better)
+    score_by_zoom: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": "auto",
+            "zoom": self.zoom,
+            "mean_entropy": round(self.mean_entropy, 4),
+            "gate": self.gate,
+            "searched": self.searched,
+            "n_sample": self.n_sample,
+            "score_by_zoom": {str(z): round(h, 4) for z, h in self.score_by_zoom.items()},
+            "score": "mean entropy of the cells' predictions minus the entropy of their mean (lower: more certain)",
+        }
+
+
+def mean_entropy(probs: np.ndarray) -> float:
+    """Mean Shannon entropy (nats) of the rows of a probability matrix."""
+    p = np.clip(np.asarray(probs, float), 1e-12, 1.0)
+    return float(-(p * np.log(p)).sum(axis=1).mean())
+
+
+def model_entropy_gate(model) -> float:
+    card = getattr(model, "card", None)
+    val = (card.raw.get("inference", {}).get("scale") or {}).get("auto_entropy_gate") if card is not None else None
+    return float(val) if val else AUTO_ENTROPY_GATE
+
+
+def search_zoom(
+    model,
+    crops: Sequence[np.ndarray],
+    native_entropy: float,
+    zooms: Sequence[float] = AUTO_ZOOMS,
+    sample: int = 64,
+    tta: str = "none",
+    gate: float | None = None,
+    margin: float = AUTO_MARGIN,
+) -> ZoomChoice:
+    """Choose a case's zoom by minimum mean prediction entropy (see the module docstring).
+
+    ``native_entropy`` is the case's mean entropy at zoom 1 (from its ordinary classification);
+    below the gate nothing is searched and the zoom stays 1. ``crops``: the case's crops (an evenly
+    spaced sample of ``sample`` of them is used).
+    """
+    from .core import classify_crops
+
+    gate = model_entropy_gate(model) if gate is None else gate
+    if native_entropy <= gate or not len(crops):
+        return ZoomChoice(1.0, native_entropy, gate, False)
+    idx = np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int)
+    picked = [crops[i] for i in np.unique(idx)]
+    ent = {}
+    for z in zooms:
+        probs = np.array([p.probabilities for p in classify_crops(model, picked, [""] * len(picked), tta=tta, zoom=z)])
+        # information maximisation: certain about each cell, but not by calling every cell the same
+        # class (at extreme zooms a model tends to collapse onto one class with low entropy)
+        ent[float(z)] = mean_entropy(probs) - mean_entropy(probs.mean(axis=0, keepdims=True))
+    best = min(ent, key=lambda z: (ent[z], abs(np.log(z))))
+    base = ent[1.0] if 1.0 in ent else native_entropy
+    zoom = best if ent[best] < base - margin * abs(base) else 1.0
+    return ZoomChoice(zoom, native_entropy, gate, True, len(picked), ent)
+
 
 #: Median nucleus-size fraction of the default classifier's training crops (1,000 PBC crops: 0.335,
 #: 1,000 DeepAPL crops: 0.468; the midpoint of the two medians).

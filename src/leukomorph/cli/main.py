@@ -124,10 +124,17 @@ def analyze(
     detector: str = typer.Option(
         "leukomorph-det", "--detector", help="Field detector: a model name or card path, or 'classical' (baseline)."
     ),
+    cell_scale: str = typer.Option(
+        "auto",
+        "--cell-scale",
+        help="Crops: magnification to classify at. 'auto' searches a zoom when the cells look unfamiliar at "
+        "their own scale (another camera or objective); 'none' keeps them as given; a number (e.g. 0.5 for "
+        "crops at twice the training magnification) zooms every crop.",
+    ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import DEFAULT_CLASSIFIER, load_classifier
-    from ..pipeline import AnalyzeConfig, run_case
+    from ..pipeline import AnalyzeConfig, fixed_cell_zoom, run_case
     from ..report import prepare_output_dir, write_outputs
 
     _check_tta_option(tta)
@@ -142,8 +149,10 @@ def analyze(
         pixel_size_um=pixel_size,
         fields=fields,
         detector=detector,
+        cell_scale=cell_scale,
     )
     try:
+        fixed_cell_zoom(cell_scale)
         cases = _cases(paths, per_folder, case)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
         for o in outs.values():
