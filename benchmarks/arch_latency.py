@@ -48,7 +48,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for arch, size in CANDIDATES:
         try:
-            net = build_net(arch, 16)
+            net = build_net(arch, 16, size)
         except (ConfigError, RuntimeError, ImportError) as exc:
             print(f"| {arch} | {size} | – | – | – | skipped: {str(exc)[:60]} |")
             continue

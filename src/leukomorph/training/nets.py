@@ -62,8 +62,12 @@ _BUILTIN = {
 }
 
 
-def build_net(arch: str, num_classes: int) -> nn.Module:
-    """``lm-resnet-s`` / ``lm-resnet-m`` (built in) or ``timm:<name>`` (needs timm, trained from scratch)."""
+def build_net(arch: str, num_classes: int, size: int | None = None) -> nn.Module:
+    """``lm-resnet-s`` / ``lm-resnet-m`` (built in) or ``timm:<name>`` (needs timm, trained from scratch).
+
+    ``size``: the input side in pixels, for timm models built for one size (vision transformers:
+    their position embedding is made for ``size``); convolutional networks ignore it.
+    """
     if arch in _BUILTIN:
         return SmallResNet(num_classes, **_BUILTIN[arch])
     if arch.startswith("timm:"):
@@ -71,6 +75,11 @@ def build_net(arch: str, num_classes: int) -> nn.Module:
             import timm
         except ImportError as exc:
             raise ConfigError(f"arch {arch!r} needs timm (pip install 'leukomorph[train]')") from exc
+        if size is not None:
+            try:
+                return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes, img_size=size)
+            except TypeError:  # a model without a fixed input size
+                pass
         return timm.create_model(arch[5:], pretrained=False, num_classes=num_classes)
     raise ConfigError(f"unknown arch {arch!r}; choose one of {sorted(_BUILTIN)} or timm:<name>")
 

@@ -76,7 +76,7 @@ def pretrain_simclr(
         records = [records[i] for i in sorted(rng.choice(len(records), cfg.max_images, replace=False))]
     cache = build_cache(records, cfg.size, cache_dir)
     images = torch.from_numpy(cache["images"][cache["ok"]])
-    net = build_net(cfg.arch, 1)
+    net = build_net(cfg.arch, 1, cfg.size)
     d = net.embed(torch.zeros(2, 3, cfg.size, cfg.size)).shape[1]
     head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, 128))
     params = list(net.parameters()) + list(head.parameters())

@@ -237,7 +237,7 @@ def train_classifier(
     item_w = (masks[tr] * cls_w).sum(1) / masks[tr].sum(1)
     item_w = torch.tensor(item_w / item_w.sum())
 
-    net = build_net(cfg.arch, len(CLASSES))
+    net = build_net(cfg.arch, len(CLASSES), cfg.size)
     if cfg.init:
         own = net.state_dict()
         state = {
