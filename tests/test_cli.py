@@ -154,3 +154,13 @@ def test_report_with_more_smudges_than_white_cells(tmp_path):
 def test_bad_tta_is_a_usage_error(sample_dir, tmp_path):
     r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "o"), "--tta", "spin"])
     assert r.exit_code == 2 and "unknown test-time augmentation" in r.output
+
+
+def test_bad_cell_scale_is_a_usage_error(sample_dir, tmp_path):
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(tmp_path / "o"), "--cell-scale", "huge"])
+    assert r.exit_code == 2 and "cell scale" in r.output
+    assert not (tmp_path / "o").exists()
+    r = runner.invoke(
+        app, ["analyze", str(sample_dir), "--out", str(tmp_path / "f"), "--fields", "--cell-scale", "0.5"]
+    )
+    assert r.exit_code == 2 and "smear fields are scaled by the detector" in r.output

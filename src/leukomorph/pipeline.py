@@ -364,8 +364,11 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
     return out
 
 
-def fixed_cell_zoom(cell_scale: str | float) -> float | None:
-    """The zoom of a ``cell_scale`` setting: None for "auto", 1 for "none", else the number."""
+def fixed_cell_zoom(cell_scale: str | float, fields: bool = False) -> float | None:
+    """The zoom of a ``cell_scale`` setting: None for "auto", 1 for "none", else the number.
+
+    A zoom is refused for smear fields (``fields``): the detector scales them.
+    """
     if cell_scale == "auto":
         return None
     if cell_scale == "none":
@@ -376,6 +379,11 @@ def fixed_cell_zoom(cell_scale: str | float) -> float | None:
         z = float("nan")
     if not (np.isfinite(z) and 0.2 <= z <= 5):
         raise ConfigError(f"cell scale must be 'auto', 'none' or a zoom between 0.2 and 5, not {cell_scale!r}")
+    if fields and z != 1.0:
+        raise ConfigError(
+            "a cell-scale zoom applies to single-cell crops; smear fields are scaled by the detector "
+            "(red-cell ruler, or --pixel-size)"
+        )
     return z
 
 
@@ -407,7 +415,7 @@ def run_case(
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
-    fixed_zoom = fixed_cell_zoom(config.cell_scale)
+    fixed_zoom = fixed_cell_zoom(config.cell_scale, config.fields)
     conformal = model_conformal(model) if config.conformal else None
     case_models = [load_case_model(n) for n in config.case_models]  # integrity errors before any work
     card = getattr(model, "card", None)

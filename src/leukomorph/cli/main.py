@@ -152,7 +152,7 @@ def analyze(
         cell_scale=cell_scale,
     )
     try:
-        fixed_cell_zoom(cell_scale)
+        fixed_cell_zoom(cell_scale, fields)
         cases = _cases(paths, per_folder, case)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
         for o in outs.values():
