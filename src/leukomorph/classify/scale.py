@@ -41,9 +41,10 @@ __all__ = [
 #: Zooms tried by :func:`search_zoom` (apparent magnification relative to the crops as given).
 AUTO_ZOOMS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75)
 
-#: Mean prediction entropy (nats) above which a case is searched for a better zoom. The validation
-#: patients of leukomorph-cell 2.0.0 (DeepAPL, 10 patients) reach at most 0.94 and PBC 100-cell
-#: pseudo-cases at most 0.41; a card may set its own (``inference.scale.auto_entropy_gate``).
+#: Mean prediction entropy (nats) above which a case is searched for a better zoom, set from the
+#: validation split: its DeepAPL patients reach at most 0.94 with leukomorph-cell 2.0.0 and 0.98
+#: with 2.1.0, PBC 100-cell pseudo-cases at most 0.41 (the 17 test patients: at most 0.99). A card
+#: may set its own (``inference.scale.auto_entropy_gate``).
 AUTO_ENTROPY_GATE = 1.1
 
 #: A zoom other than 1 must lower the sample's score by at least this fraction of its value at zoom 1.
@@ -97,7 +98,7 @@ def search_zoom(
     gate: float | None = None,
     margin: float = AUTO_MARGIN,
 ) -> ZoomChoice:
-    """Choose a case's zoom by minimum mean prediction entropy (see the module docstring).
+    """Choose a case's zoom by information maximisation over ``zooms`` (see the module docstring).
 
     ``native_entropy`` is the case's mean entropy at zoom 1 (from its ordinary classification);
     below the gate nothing is searched and the zoom stays 1. ``crops``: the case's crops (an evenly
@@ -110,16 +111,15 @@ def search_zoom(
         return ZoomChoice(1.0, native_entropy, gate, False)
     idx = np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int)
     picked = [crops[i] for i in np.unique(idx)]
-    ent = {}
-    for z in zooms:
+    score = {}
+    for z in sorted({float(z) for z in zooms} | {1.0}):  # the native scale is always a candidate
         probs = np.array([p.probabilities for p in classify_crops(model, picked, [""] * len(picked), tta=tta, zoom=z)])
         # information maximisation: certain about each cell, but not by calling every cell the same
         # class (at extreme zooms a model tends to collapse onto one class with low entropy)
-        ent[float(z)] = mean_entropy(probs) - mean_entropy(probs.mean(axis=0, keepdims=True))
-    best = min(ent, key=lambda z: (ent[z], abs(np.log(z))))
-    base = ent[1.0] if 1.0 in ent else native_entropy
-    zoom = best if ent[best] < base - margin * abs(base) else 1.0
-    return ZoomChoice(zoom, native_entropy, gate, True, len(picked), ent)
+        score[float(z)] = mean_entropy(probs) - mean_entropy(probs.mean(axis=0, keepdims=True))
+    best = min(score, key=lambda z: (score[z], abs(np.log(z))))
+    zoom = best if score[best] < score[1.0] - margin * abs(score[1.0]) else 1.0
+    return ZoomChoice(zoom, native_entropy, gate, True, len(picked), score)
 
 
 #: Median nucleus-size fraction of the default classifier's training crops (1,000 PBC crops: 0.335,
