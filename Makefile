@@ -44,6 +44,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/patients.py
+	$(BIN)/python benchmarks/calibration.py
+	$(BIN)/python benchmarks/cross_domain.py
+	$(BIN)/python benchmarks/cell_scale.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
