@@ -328,3 +328,19 @@ def test_apl_suspected_is_always_urgent_with_evidence():
             assert s.urgent and len(s.evidence) > 0
             assert s.details["lineage_hint"]["hint"].startswith("myeloid, promyelocytic")
     assert seen[True] > 5 and seen[False] > 5  # both paths were exercised
+
+
+def test_unfamiliar_images_make_case_scores_not_applicable(tiny_case_model):
+    from types import SimpleNamespace
+
+    model = FakeClassifier()
+    model.card = SimpleNamespace(name="fake", sha256="abc", raw={})
+    cells = _cells({"promyelocyte": 30, "lymphocyte": 90})
+    ok = case_scores([str(tiny_case_model)], model, cells)["apl_vs_aml"]
+    assert ok["probability"] is not None and ok["applicable"]
+    why = "the cells look unlike the cell model's training images"
+    off = case_scores([str(tiny_case_model)], model, cells, unfamiliar=why)["apl_vs_aml"]
+    assert off["probability"] == ok["probability"] and not off["applicable"] and off["applicability_note"] == why
+    # the rules then fall back to the promyelocyte count, never to the learned score
+    sug = suggest(differential(cells), cells, case_scores={"apl_vs_aml": off})
+    assert not sug.details["apl_vs_aml_used"]

@@ -207,7 +207,8 @@ def test_auto_cell_scale_finds_the_zoom_that_makes_cells_familiar(tmp_path):
     assert min(p.confidence for p in auto.predictions) > 0.9
     assert [p.source for p in auto.predictions] == paths  # same cells, same order
     as_given = run_case(paths, "c", AnalyzeConfig(**base, cell_scale="none"), model=_ScaleFake())
-    assert as_given.model["cell_scale"] == {"mode": "fixed", "zoom": 1.0}
+    assert as_given.model["cell_scale"]["mode"] == "fixed" and as_given.model["cell_scale"]["zoom"] == 1.0
+    assert as_given.model["cell_scale"]["mean_entropy"] > as_given.model["cell_scale"]["gate"]
     assert max(p.confidence for p in as_given.predictions) < 0.2
     fixed = run_case(paths, "c", AnalyzeConfig(**base, cell_scale=0.5), model=_ScaleFake())
     assert min(p.confidence for p in fixed.predictions) > 0.9

@@ -24,7 +24,7 @@ from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, model_confusion, recommended_tta
 from .classify.attributes import load_attribute_model
 from .classify.fields import field_features, load_field_model
-from .classify.scale import mean_entropy, search_zoom
+from .classify.scale import mean_entropy, model_entropy_gate, search_zoom
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
@@ -315,11 +315,15 @@ def _saliency(
     return out
 
 
-def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) -> dict[str, dict]:
+def case_scores(
+    names: Sequence, cell_model, preds: Sequence[CellPrediction], unfamiliar: str | None = None
+) -> dict[str, dict]:
     """Scores of the learned case models, keyed by target (e.g. ``apl_vs_aml``).
 
     A case model fitted on another cell model's probabilities is not applied: its entry says why
-    (probability null). Missing or corrupt model files raise, as for the cell model.
+    (probability null). Missing or corrupt model files raise, as for the cell model. ``unfamiliar``
+    (why the images look unlike the cell model's training images) marks every score not applicable,
+    whatever the case model's own applicability check says: the rules then do not use it.
     """
     out: dict[str, dict] = {}
     card = getattr(cell_model, "card", None)
@@ -352,7 +356,7 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
             dist = cm.distance(probs)
             entry.update(
                 probability=round(score, 4),
-                applicable=bool(not dist > cm.ood_threshold),
+                applicable=bool(not dist > cm.ood_threshold) and unfamiliar is None,
                 distance=round(dist, 2) if np.isfinite(dist) else None,
                 distance_threshold=round(cm.ood_threshold, 2) if np.isfinite(cm.ood_threshold) else None,
                 ci95=[round(lo, 4), round(hi, 4)],
@@ -360,6 +364,8 @@ def case_scores(names: Sequence, cell_model, preds: Sequence[CellPrediction]) ->
                 evidence_cells=[preds[i].source for i in top],
                 status="ok",
             )
+            if unfamiliar is not None:
+                entry["applicability_note"] = unfamiliar
         out[cm.target] = entry
     return out
 
@@ -534,15 +540,22 @@ def run_case(
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
     t_scale = time.perf_counter()
+    native = mean_entropy(np.array([p.probabilities for p in preds])) if preds and not config.fields else 0.0
+    gate = model_entropy_gate(model)
+    unfamiliar = (
+        f"the cells look unlike the cell model's training images (mean prediction entropy {native:.2f} > "
+        f"{gate:g} at the scale given): the case model's score is outside its validated domain"
+        if native > gate
+        else None
+    )
     if config.fields:
         scale_info: dict = {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"}
     elif fixed_zoom is not None:
-        scale_info = {"mode": "fixed", "zoom": fixed_zoom}
+        scale_info = {"mode": "fixed", "zoom": fixed_zoom, "mean_entropy": round(native, 4), "gate": gate}
     else:
         scale_info = {"mode": "auto", "zoom": 1.0}
         if preds:
-            native = mean_entropy(np.array([p.probabilities for p in preds]))
-            choice = search_zoom(model, _LazyCrops([p.source for p in preds]), native, tta=tta)
+            choice = search_zoom(model, _LazyCrops([p.source for p in preds]), native, tta=tta, gate=gate)
             scale_info = choice.to_dict()
             if choice.zoom != 1.0:
                 log.warning(
@@ -578,7 +591,7 @@ def run_case(
     if confusion is not None and preds:
         counts = np.bincount([p.index for p in preds], minlength=len(model.classes))
         diff = dataclasses.replace(diff, corrected=corrected_differential(counts, confusion, model.classes).to_dict())
-    scores = case_scores(case_models, model, preds)
+    scores = case_scores(case_models, model, preds, unfamiliar)
     if field_model is not None:
         scores[field_model.raw.get("target", "all_subtype")] = field_case_score(field_model, field_status, field_info)
     sug = suggest(diff, preds, config.rules, scores, attrs)

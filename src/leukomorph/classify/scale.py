@@ -34,6 +34,7 @@ __all__ = [
     "ZoomChoice",
     "case_zoom",
     "mean_entropy",
+    "model_entropy_gate",
     "model_nucleus_fraction",
     "search_zoom",
 ]
