@@ -130,7 +130,7 @@ def test_case_ensemble_averages_its_members_and_checks_them(tmp_path):
     ens = load_case_model(DEFAULT_CASE_MODEL)
     assert isinstance(ens, EnsembleCaseModel)
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(40, ens.mil.params["W"].shape[1])).astype(np.float32)
+    emb = rng.normal(size=(40, ens.mil.params["W"].shape[-1])).astype(np.float32)
     probs = rng.dirichlet(np.ones(len(CLASSES)), 40)
     raw, att = ens.raw_score(probs, emb)
     assert raw == pytest.approx(0.5 * (mil_forward(ens.mil.params, emb, calibrated=False)[0] + ens.lr.predict(probs)))
@@ -344,3 +344,35 @@ def test_unfamiliar_images_make_case_scores_not_applicable(tiny_case_model):
     # the rules then fall back to the promyelocyte count, never to the learned score
     sug = suggest(differential(cells), cells, case_scores={"apl_vs_aml": off})
     assert not sug.details["apl_vs_aml_used"]
+
+
+def test_mil_seed_bag_averages_member_logits():
+    from leukomorph.aggregate.mil import PARAM_NAMES, mil_forward
+
+    rng = np.random.default_rng(0)
+    d, h, k = 6, 5, 4
+
+    def member():
+        return {
+            "W": rng.normal(size=(h, d)),
+            "b": rng.normal(size=h),
+            "V": rng.normal(size=(k, h)),
+            "v": rng.normal(size=k),
+            "U": rng.normal(size=(k, h)),
+            "u": rng.normal(size=k),
+            "w": rng.normal(size=k),
+            "c": rng.normal(size=h),
+            "c0": np.asarray(rng.normal()),
+        }
+
+    m1, m2 = member(), member()
+    bag = rng.normal(size=(9, d))
+    stacked = {n: np.stack([m1[n], m2[n]]) for n in PARAM_NAMES}
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    p1, a1 = mil_forward(m1, bag)
+    p2, a2 = mil_forward(m2, bag)
+    p, a = mil_forward(stacked, bag)
+    assert np.isclose(logit(p), (logit(p1) + logit(p2)) / 2)
+    assert np.allclose(a, (a1 + a2) / 2) and np.isclose(a.sum(), 1)
+    same = {n: np.stack([m1[n], m1[n]]) for n in PARAM_NAMES}
+    assert np.isclose(mil_forward(same, bag)[0], p1)

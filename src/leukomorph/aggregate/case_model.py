@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel, mil_forward
+from .mil import MIL_FEATURES, PARAM_NAMES, MilCaseModel, mil_cell_terms, mil_forward, mil_logit, mil_probability
 
 __all__ = [
     "ENSEMBLE_FEATURES",
@@ -143,18 +143,22 @@ class EnsembleCaseModel:
 
     def score_and_attention(self, probs: np.ndarray, emb: np.ndarray) -> tuple[float, np.ndarray]:
         m, att = self.raw_score(probs, emb)
-        m = float(np.clip(m, 1e-6, 1 - 1e-6))
-        logit = self.platt_a * np.log(m / (1 - m)) + self.platt_b
-        return float(1 / (1 + np.exp(-logit))), att
+        return self._calibrate(m), att
+
+    def _calibrate(self, raw: float) -> float:
+        m = float(np.clip(raw, 1e-6, 1 - 1e-6))
+        return float(1 / (1 + np.exp(-(self.platt_a * np.log(m / (1 - m)) + self.platt_b))))
 
     def predict_interval(self, probs: np.ndarray, emb: np.ndarray, n_boot: int = 100, seed: int = 0):
         """95% interval over bootstrap resamples of the case's cells (counting noise only)."""
-        probs, emb = np.asarray(probs, float), np.asarray(emb)
+        probs = np.asarray(probs, float)
+        terms = mil_cell_terms(self.mil.params, emb)  # per-cell MIL terms, computed once
         rng = np.random.default_rng(seed)
         vals = []
         for _ in range(n_boot):
             i = rng.integers(0, len(probs), len(probs))
-            vals.append(self.score_and_attention(probs[i], emb[i])[0])
+            s_mil = mil_probability(self.mil.params, mil_logit(terms, i)[0], calibrated=False)
+            vals.append(self._calibrate(0.5 * (s_mil + self.lr.predict(probs[i]))))
         return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
     def assess(self, probs: np.ndarray, emb: np.ndarray, n_evidence: int = 12) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def fit_case_ensemble(
     if lr_card.raw["depends_on"]["sha256"] != cell["sha256"]:
         raise ValueError("the two members were fitted on different cell models")
     epochs = int(mil_card.raw["architecture"]["epochs"])
+    members = int(mil_card.raw["architecture"].get("members", 1))
     c = float(lr_card.raw["architecture"]["C"])
     probs, emb, rows, model = deepapl_cell_outputs(
         cell["name"], root, Path(cache) if cache else out / "cell_embeddings.npz", embeddings=True
@@ -62,7 +63,7 @@ def fit_case_ensemble(
     oof_mil, oof_lr = np.zeros((repeats, len(y))), np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
-            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k)
+            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k, members=members)
             oof_mil[r, te] = _scores(net, [bags[i] for i in te])
             oof_lr[r, te] = _lr(c).fit(feats[tr], y[tr]).predict_proba(feats[te])[:, 1]
         log.info(
@@ -90,7 +91,7 @@ def fit_case_ensemble(
     it = np.array([p in test for p in patients])
     if it.any() and len(set(y[it])) == 2:
         s_mil = _scores(
-            _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7),
+            _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7, members=members),
             [b for b, t in zip(bags, it, strict=True) if t],
         )
         s_lr = _lr(c).fit(feats[~it], y[~it]).predict_proba(feats[it])[:, 1]

@@ -68,7 +68,24 @@ class GatedAttentionMIL(nn.Module):
         }
 
 
-def _fit(bags: list[np.ndarray], y: np.ndarray, epochs: int, seed: int, max_cells: int = 256) -> GatedAttentionMIL:
+class _SeedBag:
+    """K networks trained with different seeds; ``params()`` stacks them on a leading member axis
+    (averaged by :func:`leukomorph.aggregate.mil.mil_forward`)."""
+
+    def __init__(self, nets: list[GatedAttentionMIL]) -> None:
+        self.nets = nets
+
+    def params(self) -> dict[str, np.ndarray]:
+        each = [n.params() for n in self.nets]
+        return {k: np.stack([p[k] for p in each]) for k in each[0]}
+
+
+def _fit(
+    bags: list[np.ndarray], y: np.ndarray, epochs: int, seed: int, max_cells: int = 256, members: int = 1
+) -> GatedAttentionMIL | _SeedBag:
+    """One network (``members=1``) or a bag of ``members`` networks (seeds seed, seed + 1000, ...)."""
+    if members > 1:
+        return _SeedBag([_fit(bags, y, epochs, seed + 1000 * m, max_cells) for m in range(members)])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = GatedAttentionMIL(bags[0].shape[1])
@@ -90,7 +107,7 @@ def _fit(bags: list[np.ndarray], y: np.ndarray, epochs: int, seed: int, max_cell
     return net.eval()
 
 
-def _scores(net: GatedAttentionMIL, bags: list[np.ndarray]) -> np.ndarray:
+def _scores(net: GatedAttentionMIL | _SeedBag, bags: list[np.ndarray]) -> np.ndarray:
     p = net.params()
     return np.array([mil_forward(p, b)[0] for b in bags])
 
@@ -102,6 +119,7 @@ def fit_mil_model(
     epochs: int = 30,
     repeats: int = 3,
     root=None,
+    members: int = 1,
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +129,7 @@ def fit_mil_model(
     oof = np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
-            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k)
+            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k, members=members)
             oof[r, te] = _scores(net, [bags[i] for i in te])
         log.info("repeat %d AUROC %.3f", r, roc_auc_score(y, oof[r]))
     cv = cv_summary(y, oof)
@@ -119,7 +137,7 @@ def fit_mil_model(
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
     it = np.array([p in test for p in patients])
     if it.any() and len(set(y[it])) == 2:
-        net = _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7)
+        net = _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7, members=members)
         s = _scores(net, [b for b, t in zip(bags, it, strict=True) if t])
         held = held_out_summary(y[it], s, np.array(patients)[it])
     # Platt recalibration of the class-weighted MIL output to the cohort's prevalence, fitted on the
@@ -130,7 +148,7 @@ def fit_mil_model(
     pa, pb = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     cal = 1 / (1 + np.exp(-(pa * lo + pb)))
     cv["brier_after_platt_in_sample"] = float(brier_score_loss(y, cal))
-    final = _fit(bags, y, epochs, seed=0)
+    final = _fit(bags, y, epochs, seed=0, members=members)
     params = final.params()
     params["platt_a"], params["platt_b"] = np.asarray(pa), np.asarray(pb)
     # applicability on the probability features, as for the logistic case model
@@ -157,6 +175,10 @@ def fit_mil_model(
             "hidden": 64,
             "attention": 32,
             "epochs": epochs,
+            "members": members,
+            "members_note": "networks trained with different seeds; logits and attention averaged"
+            if members > 1
+            else "one network",
         },
         "training": {
             "data": "DeepAPL (Sidhom et al. 2021): all cells of 82 patients (22 APL, 60 non-APL AML); research use",
