@@ -177,12 +177,9 @@ def test_analyze_results_have_case_scores_and_counting(sample_dir, tmp_path):
     assert "Counting statistics" in html and "Patient-level scores" in html
 
 
-def test_mil_forward_is_a_permutation_invariant_attention_pool():
-    from leukomorph.aggregate.mil import mil_forward
-
-    rng = np.random.default_rng(0)
-    d, h, a = 8, 6, 4
-    params = {
+def _random_mil(rng, d: int, h: int, a: int) -> dict[str, np.ndarray]:
+    """Random gated-attention MIL parameters: embedding d, hidden h, attention a."""
+    return {
         "W": rng.normal(size=(h, d)),
         "b": rng.normal(size=h),
         "V": rng.normal(size=(a, h)),
@@ -191,8 +188,16 @@ def test_mil_forward_is_a_permutation_invariant_attention_pool():
         "u": rng.normal(size=a),
         "w": rng.normal(size=a),
         "c": rng.normal(size=h),
-        "c0": np.array(0.1),
+        "c0": np.asarray(rng.normal()),
     }
+
+
+def test_mil_forward_is_a_permutation_invariant_attention_pool():
+    from leukomorph.aggregate.mil import mil_forward
+
+    rng = np.random.default_rng(0)
+    d = 8
+    params = _random_mil(rng, d, 6, 4)
     bag = rng.normal(size=(20, d))
     p, att = mil_forward(params, bag)
     assert 0 < p < 1 and att.shape == (20,) and att.sum() == pytest.approx(1.0)
@@ -350,22 +355,8 @@ def test_mil_seed_bag_averages_member_logits():
     from leukomorph.aggregate.mil import PARAM_NAMES, mil_forward
 
     rng = np.random.default_rng(0)
-    d, h, k = 6, 5, 4
-
-    def member():
-        return {
-            "W": rng.normal(size=(h, d)),
-            "b": rng.normal(size=h),
-            "V": rng.normal(size=(k, h)),
-            "v": rng.normal(size=k),
-            "U": rng.normal(size=(k, h)),
-            "u": rng.normal(size=k),
-            "w": rng.normal(size=k),
-            "c": rng.normal(size=h),
-            "c0": np.asarray(rng.normal()),
-        }
-
-    m1, m2 = member(), member()
+    d = 6
+    m1, m2 = _random_mil(rng, d, 5, 4), _random_mil(rng, d, 5, 4)
     bag = rng.normal(size=(9, d))
     stacked = {n: np.stack([m1[n], m2[n]]) for n in PARAM_NAMES}
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
