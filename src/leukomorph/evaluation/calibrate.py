@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from .. import jsonio
 from ..classify import ConformalCalibration, calibrate, recommended_tta
 from ..errors import DataError
@@ -21,6 +23,40 @@ __all__ = [
     "write_conformal",
     "write_tta_temperature",
 ]
+
+
+def _labelled_probs(
+    card: ModelCard,
+    split: str | os.PathLike[str] | None,
+    which: str,
+    tta: str | None,
+    progress,
+    purpose: str,
+    datasets: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
+) -> tuple[dict, list[dict[str, str]], np.ndarray, np.ndarray, str]:
+    """The model's probabilities on the exact-label rows of ``which`` in ``split`` (only those of
+    ``datasets`` when given), with their class indices; ``ignore``: card ``inference`` entries left
+    out while predicting. Returns (source description, rows, classes, probabilities, tta)."""
+    split, rows = split_rows(card, split, which)
+    if datasets is not None:
+        rows = [r for r in rows if r["dataset"] in set(datasets)]
+    idx, y = exact_targets(rows)
+    if not idx:
+        raise DataError(f"{split}: no exact-label rows in split {which!r} to {purpose}")
+    model = load_classifier(card.card_path)
+    for key in ignore:
+        model.card.raw.get("inference", {}).pop(key, None)
+    tta = tta or recommended_tta(model)
+    rows = [rows[i] for i in idx]
+    probs = np.array([p.probabilities for p in predict_rows(model, rows, tta, progress)])
+    source = {
+        "split": Path(split).name,
+        "which": which,
+        "n_cells": len(rows),
+        "datasets": sorted({r["dataset"] for r in rows}),
+    }
+    return source, rows, y, probs, tta
 
 
 def fit_conformal(
@@ -38,26 +74,12 @@ def fit_conformal(
     reviewed cells as a class-folder tree turned into a split file). ``datasets`` keeps only the
     rows of those data sets (e.g. the patient cohort the sets should cover).
     """
-    split, rows = split_rows(card, split, which)
-    if datasets is not None:
-        rows = [r for r in rows if r["dataset"] in set(datasets)]
-    idx, y = exact_targets(rows)
-    if not idx:
-        raise DataError(f"{split}: no exact-label rows in split {which!r} to calibrate on")
-    model = load_classifier(card.card_path)
-    tta = tta or recommended_tta(model)
-    rows = [rows[i] for i in idx]
-    preds = predict_rows(model, rows, tta, progress)
-    import numpy as np
-
-    probs = np.array([p.probabilities for p in preds])
+    source, rows, y, probs, tta = _labelled_probs(card, split, which, tta, progress, "calibrate on", datasets)
     cal = calibrate(probs, y, alpha)
     source = {
-        "split": Path(split).name,
-        "which": which,
-        "n_cells": len(rows),
+        **{k: source[k] for k in ("split", "which", "n_cells")},
         "n_patients": len({r["patient_id"] for r in rows if r["patient_id"]}),
-        "datasets": sorted({r["dataset"] for r in rows}),
+        "datasets": source["datasets"],
         "tta": tta,
     }
     return cal, source
@@ -73,30 +95,16 @@ def fit_tta_temperature(
     """Temperature for the TTA-averaged probabilities (``p ** scale``, renormalised), fitted by
     negative log-likelihood on the exact-label rows of ``which`` (the rows the graph's temperature
     was fitted on). Any temperature already in the card is ignored while fitting."""
-    import numpy as np
-
     from ..classify.core import sharpen
 
-    split, rows = split_rows(card, split, which)
-    idx, y = exact_targets(rows)
-    if not idx:
-        raise DataError(f"{split}: no exact-label rows in split {which!r} to fit a temperature on")
-    model = load_classifier(card.card_path)
-    model.card.raw.get("inference", {}).pop("tta_temperature", None)
-    tta = tta or recommended_tta(model)
-    rows = [rows[i] for i in idx]
-    probs = np.array([p.probabilities for p in predict_rows(model, rows, tta, progress)])
+    source, _, y, probs, tta = _labelled_probs(
+        card, split, which, tta, progress, "fit a temperature on", ignore=("tta_temperature",)
+    )
     grid = np.round(np.arange(0.5, 2.0001, 0.005), 3)
     nll = [-np.log(np.clip(sharpen(probs, s)[np.arange(len(y)), y], 1e-12, 1)).mean() for s in grid]
     scale = float(grid[int(np.argmin(nll))])
-    source = {
-        "split": Path(split).name,
-        "which": which,
-        "n_cells": len(rows),
-        "datasets": sorted({r["dataset"] for r in rows}),
-        "nll_before": float(nll[int(np.argmin(np.abs(grid - 1.0)))]),
-        "nll_after": float(min(nll)),
-    }
+    source["nll_before"] = float(nll[int(np.argmin(np.abs(grid - 1.0)))])
+    source["nll_after"] = float(min(nll))
     return scale, {"tta": tta, "scale": scale, "fitted_on": source}
 
 
@@ -134,8 +142,6 @@ def write_confusion(card_path: str | os.PathLike[str], metrics: dict) -> None:
     """Store the pooled held-out confusion matrix (taxonomy classes, rows true) of a
     :func:`~leukomorph.evaluation.runner.run_evaluation` result under ``inference.confusion`` of the
     card (used by the confusion-corrected differential; the ONNX file is untouched)."""
-    import numpy as np
-
     total, classes, parts = None, None, {}
     for ds, reps in metrics["sources"].items():
         rep = reps["taxonomy"]
