@@ -13,12 +13,10 @@ Reinhard stain normalisation.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 import re
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from ..classify.fields import ALL_SUBTYPES, FIELD_FEATURES, blank_scale_bar, fie
 from ..data import data_root
 from ..io import read_image
 from ..stain import lab_stats, reinhard
+from .card import card_head
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +221,8 @@ def fit_all_model(
         location=lw.location_,
         precision=lw.precision_,
     )
-    sha = hashlib.sha256(params_path.read_bytes()).hexdigest()
     card = {
-        "name": name,
-        "version": "1.0.0",
-        "task": "field-classification",
-        "file": params_path.name,
-        "sha256": sha,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **card_head(name, "1.0.0", "field-classification", params_path),
         "classes": [ALL_SUBTYPES[c] for c in classes],
         "source_labels": classes,
         "input": {

@@ -7,9 +7,7 @@ on WBCAtt cells in its held-out *test* split (the backbone never saw those image
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from ..classify.attributes import WBCATT_ATTRIBUTES
 from ..data import data_root
 from ..evaluation.runner import default_split, predict_rows, read_split
 from ..models.registry import load_classifier
+from .card import card_head
 
 __all__ = ["fit_attribute_model"]
 
@@ -61,12 +60,7 @@ def fit_attribute_model(
         np.savez(fh, **params)
     mean_acc = float(np.mean([m["accuracy"] for m in metrics.values()]))
     card = {
-        "name": name,
-        "version": "1.0.0",
-        "task": "attribute-classification",
-        "file": pfile.name,
-        "sha256": hashlib.sha256(pfile.read_bytes()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **card_head(name, "1.0.0", "attribute-classification", pfile),
         "classes": list(WBCATT_ATTRIBUTES),
         "input": {"features": "cell_embedding", "embedding_dim": int(x.shape[1])},
         "vocabulary": vocab,

@@ -19,12 +19,28 @@ from ..errors import DataError
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
 
-__all__ = ["evaluate_card", "finalize_model"]
+__all__ = ["card_head", "evaluate_card", "finalize_model"]
 
 LICENCES = {
     "pbc": "PBC (Acevedo et al. 2020, Data in Brief 30:105474), CC BY 4.0",
     "deepapl": "APL-Cytomorphology_JHH (Sidhom et al. 2021, npj Precision Oncology), research use; cite the paper",
 }
+
+
+def card_head(name: str, version: str, task: str, weights: Path, size_bytes: bool = False) -> dict:
+    """The fields every model card starts with: identity, task, weight file, its sha256 (checked
+    at load), optionally its size, and the creation time."""
+    head = {
+        "name": name,
+        "version": version,
+        "task": task,
+        "file": weights.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
+    if size_bytes:
+        head["size_bytes"] = weights.stat().st_size
+    head["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return head
 
 
 def _portable(path: str) -> str:
@@ -68,16 +84,9 @@ def finalize_model(
     (out / split_name).write_bytes(gzip.compress(buf.getvalue().encode(), mtime=0))
     onnx_name = f"{name}.onnx"
     shutil.copyfile(out / "model.onnx", out / onnx_name)
-    sha = hashlib.sha256((out / onnx_name).read_bytes()).hexdigest()
     cfg = training["config"]
     card = {
-        "name": name,
-        "version": version,
-        "task": "cell-classification",
-        "file": onnx_name,
-        "sha256": sha,
-        "size_bytes": (out / onnx_name).stat().st_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **card_head(name, version, "cell-classification", out / onnx_name, size_bytes=True),
         "classes": list(CLASSES),
         "architecture": {"name": cfg["arch"], "framework": f"torch {training['torch']} → ONNX opset 17"},
         "input": {

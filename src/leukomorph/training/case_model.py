@@ -15,12 +15,10 @@ Estimates (all patient-level; in the card):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from ..classify import recommended_tta
 from ..data import data_root
 from ..evaluation.runner import predict_rows
 from ..models.registry import load_classifier
+from .card import card_head
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +111,9 @@ def patients_of(rows: list[dict[str, str]]) -> tuple[list[str], dict[str, list[i
 def apl_card_head(name: str, params_file: Path) -> dict:
     """The fields every APL-vs-AML case model card starts with (identity, target, file, sha256)."""
     return {
-        "name": name,
-        "version": "1.0.0",
-        "task": "case-classification",
+        **card_head(name, "1.0.0", "case-classification", params_file),
         "target": "apl_vs_aml",
         "positive": "APL",
-        "file": params_file.name,
-        "sha256": hashlib.sha256(params_file.read_bytes()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": ["AML", "APL"],
     }
 

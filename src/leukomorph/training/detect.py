@@ -37,6 +37,7 @@ from .. import jsonio
 from ..data import data_root
 from ..imageops import border_fill
 from ..io import read_image
+from .card import card_head
 from .nets import export_dense_onnx
 from .train import MEAN, STD
 
@@ -392,7 +393,6 @@ def finalize_detector(
     onnx_name = f"{name}.onnx"
     if onnx_name != "leukomorph-det.onnx":
         shutil.copyfile(out / "leukomorph-det.onnx", out / onnx_name)
-    sha = hashlib.sha256((out / onnx_name).read_bytes()).hexdigest()
     train_items = load_txl("train", root)
     rbc = rbc_diameter_at_model_scale(train_items, cfg["size"])
     from ..detect.model import OnnxDetector
@@ -401,13 +401,7 @@ def finalize_detector(
     thresholds = choose_thresholds(bare, train_items)
     metrics_val = evaluate_detector(bare, load_txl("val", root), n_boot=500, auto_scale=False)
     card = {
-        "name": name,
-        "version": version,
-        "task": "detection",
-        "file": onnx_name,
-        "sha256": sha,
-        "size_bytes": (out / onnx_name).stat().st_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **card_head(name, version, "detection", out / onnx_name, size_bytes=True),
         "classes": list(DET_CLASSES),
         "input": {
             "size": cfg["size"],
