@@ -394,7 +394,8 @@ def fixed_cell_zoom(cell_scale: str | float, fields: bool = False) -> float | No
 
 
 class _LazyCrops(Sequence):
-    """The crops of already-read inputs, read again on access (the case is not held in memory)."""
+    """The crops of already-read inputs, read again on access, a slice at a time (the case is not
+    held in memory)."""
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = list(paths)
@@ -403,10 +404,51 @@ class _LazyCrops(Sequence):
         return len(self.paths)
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
         item = _read(self.paths[i])
         if isinstance(item, Skipped):
             raise ImageReadError(f"{item.source}: could not be read again ({item.reason})")
         return item.pixels
+
+
+def _cell_scale(
+    model, preds: list[CellPrediction], config: AnalyzeConfig, fixed_zoom: float | None, case: str, **classify
+) -> tuple[list[CellPrediction], dict, str | None]:
+    """After a case's ordinary classification: its cell-scale record, the predictions at the zoom
+    :func:`~leukomorph.classify.scale.search_zoom` chooses ("auto"; re-classified only when it is
+    not 1), and why the case looks unfamiliar to the cell model (None when it does not).
+    ``classify``: the keyword arguments of the ordinary :func:`classify_crops` call."""
+    if config.fields:
+        return (
+            preds,
+            {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"},
+            None,
+        )
+    native = mean_entropy(np.array([p.probabilities for p in preds])) if preds else 0.0
+    gate = model_entropy_gate(model)
+    unfamiliar = (
+        f"the cells look unlike the cell model's training images (mean prediction entropy {native:.2f} > "
+        f"{gate:g} at the scale given): the case model's score is outside its validated domain"
+        if native > gate
+        else None
+    )
+    if fixed_zoom is not None:
+        return preds, {"mode": "fixed", "zoom": fixed_zoom, "mean_entropy": round(native, 4), "gate": gate}, unfamiliar
+    if not preds:
+        return preds, {"mode": "auto", "zoom": 1.0}, unfamiliar
+    srcs = [p.source for p in preds]
+    choice = search_zoom(model, _LazyCrops(srcs), native, tta=classify["tta"], gate=gate)
+    if choice.zoom != 1.0:
+        log.warning(
+            "case %s looks unfamiliar at its native scale (mean entropy %.2f > %.2f): classified at zoom %g",
+            case,
+            native,
+            gate,
+            choice.zoom,
+        )
+        preds = classify_crops(model, _LazyCrops(srcs), srcs, zoom=choice.zoom, **classify)
+    return preds, choice.to_dict(), unfamiliar
 
 
 def run_case(
@@ -471,6 +513,7 @@ def run_case(
     detections: dict[str, dict] = {}
     pixel_um: dict[str, float | None] = {}
     masks: dict[str, dict[str, list]] = {}
+    classify = dict(batch_size=config.batch_size, tta=tta, conformal=conformal, embeddings=want_emb)
     total, done = len(paths), 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, total, config.batch_size):
@@ -515,14 +558,7 @@ def run_case(
                     inputs.append(InputRecord(item.source, item.sha256, "ok", notes, item.shape))
             preds.extend(
                 classify_crops(
-                    model,
-                    crops,
-                    sources,
-                    batch_size=config.batch_size,
-                    tta=tta,
-                    conformal=conformal,
-                    embeddings=want_emb,
-                    zoom=1.0 if config.fields or fixed_zoom is None else fixed_zoom,
+                    model, crops, sources, zoom=1.0 if config.fields or fixed_zoom is None else fixed_zoom, **classify
                 )
             )
             if morpho_mode:
@@ -540,46 +576,7 @@ def run_case(
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
     t_scale = time.perf_counter()
-    native = mean_entropy(np.array([p.probabilities for p in preds])) if preds and not config.fields else 0.0
-    gate = model_entropy_gate(model)
-    unfamiliar = (
-        f"the cells look unlike the cell model's training images (mean prediction entropy {native:.2f} > "
-        f"{gate:g} at the scale given): the case model's score is outside its validated domain"
-        if native > gate
-        else None
-    )
-    if config.fields:
-        scale_info: dict = {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"}
-    elif fixed_zoom is not None:
-        scale_info = {"mode": "fixed", "zoom": fixed_zoom, "mean_entropy": round(native, 4), "gate": gate}
-    else:
-        scale_info = {"mode": "auto", "zoom": 1.0}
-        if preds:
-            choice = search_zoom(model, _LazyCrops([p.source for p in preds]), native, tta=tta, gate=gate)
-            scale_info = choice.to_dict()
-            if choice.zoom != 1.0:
-                log.warning(
-                    "case %s looks unfamiliar at its native scale (mean entropy %.2f > %.2f): classified at zoom %g",
-                    case,
-                    native,
-                    choice.gate,
-                    choice.zoom,
-                )
-                srcs = [p.source for p in preds]
-                lazy = _LazyCrops(srcs)
-                preds = []
-                for start in range(0, len(srcs), config.batch_size):
-                    chunk = srcs[start : start + config.batch_size]
-                    preds += classify_crops(
-                        model,
-                        [lazy[start + i] for i in range(len(chunk))],
-                        chunk,
-                        batch_size=config.batch_size,
-                        tta=tta,
-                        conformal=conformal,
-                        embeddings=want_emb,
-                        zoom=choice.zoom,
-                    )
+    preds, scale_info, unfamiliar = _cell_scale(model, preds, config, fixed_zoom, case, **classify)
     t_scale = time.perf_counter() - t_scale
     attrs: dict[str, dict[str, tuple[str, float]]] = {}
     if attr_ok and preds:
