@@ -18,7 +18,7 @@ from leukomorph.classify import (
 from leukomorph.classify.scale import case_zoom
 from leukomorph.errors import ConfigError, LabelMappingError
 from leukomorph.models.backends.fake import FakeClassifier
-from leukomorph.records import CellPrediction
+from leukomorph.records import CellPrediction, Skipped
 from leukomorph.segment import nucleus_mask, nucleus_size_fraction
 from leukomorph.stain import LEUKOMORPH_REFERENCE, lab_stats, normalise, reinhard
 from leukomorph.taxonomy import WBC5_GROUP, map_label
@@ -229,3 +229,24 @@ def test_bad_cell_scale_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="cell scale"):
         fixed_cell_zoom(bad)
     assert fixed_cell_zoom("auto") is None and fixed_cell_zoom("none") == 1.0 and fixed_cell_zoom("0.5") == 0.5
+
+
+def test_cell_scale_search_survives_an_input_that_changed_on_disk(tmp_path, monkeypatch):
+    import leukomorph.pipeline as pl
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    paths = _disc_crops(tmp_path)
+    first_read = pl._read
+
+    def read_once(path, seen=set()):  # noqa: B006 - the set remembers what was read
+        if path == paths[0] and path in seen:
+            return Skipped(path, "file changed")
+        seen.add(path)
+        return first_read(path)
+
+    monkeypatch.setattr(pl, "_read", read_once)
+    base = dict(attributes=None, case_models=(), saliency=False, conformal=False, confusion_correction=False)
+    res = run_case(paths, "c", AnalyzeConfig(**base), model=_ScaleFake())
+    info = res.model["cell_scale"]
+    assert info["zoom"] == 1.0 and not info["searched"] and paths[0] in info["note"]
+    assert [p.source for p in res.predictions] == paths  # every cell kept, as classified

@@ -408,7 +408,7 @@ class _LazyCrops(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         item = _read(self.paths[i])
         if isinstance(item, Skipped):
-            raise ImageReadError(f"{item.source}: could not be read again ({item.reason})")
+            raise ImageReadError(item.source, f"could not be read again ({item.reason})")
         return item.pixels
 
 
@@ -438,16 +438,21 @@ def _cell_scale(
     if not preds:
         return preds, {"mode": "auto", "zoom": 1.0}, unfamiliar
     srcs = [p.source for p in preds]
-    choice = search_zoom(model, _LazyCrops(srcs), native, tta=classify["tta"], gate=gate)
-    if choice.zoom != 1.0:
-        log.warning(
-            "case %s looks unfamiliar at its native scale (mean entropy %.2f > %.2f): classified at zoom %g",
-            case,
-            native,
-            gate,
-            choice.zoom,
-        )
-        preds = classify_crops(model, _LazyCrops(srcs), srcs, zoom=choice.zoom, **classify)
+    try:
+        choice = search_zoom(model, _LazyCrops(srcs), native, tta=classify["tta"], gate=gate)
+        if choice.zoom != 1.0:
+            log.warning(
+                "case %s looks unfamiliar at its native scale (mean entropy %.2f > %.2f): classified at zoom %g",
+                case,
+                native,
+                gate,
+                choice.zoom,
+            )
+            preds = classify_crops(model, _LazyCrops(srcs), srcs, zoom=choice.zoom, **classify)
+    except ImageReadError as exc:  # an input changed on disk since it was classified: keep the native scale
+        log.warning("case %s: cell-scale search abandoned: %s", case, exc)
+        info = {"mode": "auto", "zoom": 1.0, "mean_entropy": round(native, 4), "gate": gate, "searched": False}
+        return preds, {**info, "note": f"search abandoned, classified as given: {exc}"}, unfamiliar
     return preds, choice.to_dict(), unfamiliar
 
 
