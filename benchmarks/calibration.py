@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 
 from leukomorph.classify import coverage, model_conformal, recommended_tta
-from leukomorph.evaluation.runner import _cluster_ci, _ece, exact_targets, predict_rows, split_rows
+from leukomorph.evaluation.metrics import bootstrap_ci
+from leukomorph.evaluation.runner import _ece, exact_targets, predict_rows, split_rows
 from leukomorph.models.registry import get_card, load_classifier
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     for name in ["all", *sorted(set(ds))]:
         m = np.ones(len(y), bool) if name == "all" else ds == name
         pm, ym = probs[m], y[m]
-        lo, hi = _cluster_ci(lambda sel, p=pm, t=ym: _ece(p[sel], t[sel])["ece"], list(groups[m]), 500)
+        lo, hi = bootstrap_ci(lambda sel, p=pm, t=ym: _ece(p[sel], t[sel])["ece"], list(groups[m]), 500)
         print(
             f"| {name} | {m.sum()} | {_ece(raw[m], ym)['ece']:.4f} | {_ece(pm, ym)['ece']:.4f} ({lo:.4f}-{hi:.4f}) | "
             f"{_nll(raw[m], ym):.3f} | {_nll(pm, ym):.3f} |"
@@ -77,7 +78,7 @@ def main() -> None:
         m = np.ones(len(y), bool) if name == "all" else ds == name
         c = coverage(probs[m], y[m], cal)
         hit = probs[m][np.arange(m.sum()), y[m]] >= cal.threshold
-        lo, hi = _cluster_ci(lambda sel, h=hit: float(h[sel].mean()), list(groups[m]), 1000)
+        lo, hi = bootstrap_ci(lambda sel, h=hit: float(h[sel].mean()), list(groups[m]), 1000)
         print(
             f"| {name} | {c['n']} | {c['coverage']:.3f} ({lo:.3f}-{hi:.3f}) | {c['mean_set_size']:.2f} | "
             f"{c['share_singletons']:.1%} |"

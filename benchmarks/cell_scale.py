@@ -21,7 +21,8 @@ import numpy as np
 from leukomorph.classify import classify_crops, recommended_tta
 from leukomorph.classify.preprocess import zoom_crop
 from leukomorph.classify.scale import mean_entropy, search_zoom
-from leukomorph.evaluation.runner import _cluster_ci, _resolve, default_split, read_split
+from leukomorph.evaluation.metrics import bootstrap_ci
+from leukomorph.evaluation.runner import _resolve, default_split, read_split
 from leukomorph.io import read_image
 from leukomorph.models.registry import get_card, load_classifier
 
@@ -64,8 +65,8 @@ def main() -> None:
             hit1 += [p.predicted_class == t for p, t in zip(pred2, truth, strict=True)]
             groups += [pid] * len(rs)
         h0, h1 = np.array(hit0, float), np.array(hit1, float)
-        ci0 = _cluster_ci(lambda s, h=h0: float(h[s].mean()), groups, 1000)
-        ci1 = _cluster_ci(lambda s, h=h1: float(h[s].mean()), groups, 1000)
+        ci0 = bootstrap_ci(lambda s, h=h0: float(h[s].mean()), groups, 1000)
+        ci1 = bootstrap_ci(lambda s, h=h1: float(h[s].mean()), groups, 1000)
         zs = ", ".join(f"{z:g}: {n}" for z, n in sorted(chosen.items()))
         print(
             f"| ×{applied:g} | {searched}/{len(by_patient)} | {zs} | {h0.mean():.3f} ({ci0[0]:.3f}–{ci0[1]:.3f}) | "

@@ -137,15 +137,15 @@ def test_conformal_calibrates_on_patients_when_there_are_any():
 
 
 def test_cluster_bootstrap_resamples_whole_groups():
-    from leukomorph.evaluation.runner import _cluster_ci
+    from leukomorph.evaluation.metrics import bootstrap_ci
 
     # group "a" always right, group "b" always wrong: a resample of whole groups can only give
     # 0, 1/2 (weighted by size) or 1, never the mixtures a per-cell bootstrap would give
     hit = np.array([1.0] * 10 + [0.0] * 10)
     groups = ["a"] * 10 + ["b"] * 10
-    lo, hi = _cluster_ci(lambda sel: float(hit[sel].mean()), groups, 200)
+    lo, hi = bootstrap_ci(lambda sel: float(hit[sel].mean()), groups, 200)
     assert lo == 0.0 and hi == 1.0
-    lo, hi = _cluster_ci(lambda sel: float(hit[sel].mean()), [str(i) for i in range(20)], 200)
+    lo, hi = bootstrap_ci(lambda sel: float(hit[sel].mean()), [str(i) for i in range(20)], 200)
     assert 0.2 < lo < 0.5 < hi < 0.8
 
 

@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..io import read_image
 from ..models.registry import ModelCard, load_classifier
 from ..taxonomy import CLASSES, PBC_GROUP, PBC_LABELS
-from .metrics import EvalReport, confusion_png, evaluate_predictions, format_report
+from .metrics import EvalReport, bootstrap_ci, confusion_png, evaluate_predictions, format_report
 
 __all__ = ["default_split", "exact_targets", "predict_rows", "read_split", "run_evaluation", "split_rows"]
 
@@ -135,7 +135,7 @@ def run_evaluation(
         if m.any():
             report["calibration"][f"ece_{ds}"] = _ece(probs[m], yi[m])["ece"]
             groups = [kept[i]["patient_id"] or f"g{kept[i]['group']}" for i, mi in zip(all_exact, m, strict=True) if mi]
-            report["calibration"][f"ece_{ds}_ci95"] = _cluster_ci(
+            report["calibration"][f"ece_{ds}_ci95"] = bootstrap_ci(
                 lambda sel, p=probs[m], y=yi[m]: _ece(p[sel], y[sel])["ece"], groups, n_boot
             )
     if conformal is not None:
@@ -146,7 +146,7 @@ def run_evaluation(
             cov = coverage(probs[m], yi[m], conformal)
             hit = probs[m][np.arange(m.sum()), yi[m]] >= conformal.threshold
             groups = [kept[i]["patient_id"] or f"g{kept[i]['group']}" for i, mi in zip(all_exact, m, strict=True) if mi]
-            cov["coverage_ci95"] = _cluster_ci(lambda sel, h=hit: float(h[sel].mean()), groups, n_boot)
+            cov["coverage_ci95"] = bootstrap_ci(lambda sel, h=hit: float(h[sel].mean()), groups, n_boot)
             report["conformal"][ds] = cov
             lo, hi = cov["coverage_ci95"]
             lines.append(
@@ -158,18 +158,6 @@ def run_evaluation(
     if outp:
         (outp / "metrics.md").write_text(text + "\n")
     return report, text
-
-
-def _cluster_ci(stat, groups: list[str], n_boot: int, seed: int = 0) -> list[float]:
-    """95% percentile interval of ``stat(row_indices)`` resampling whole groups (patients or
-    near-duplicate clusters) with replacement."""
-    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
-    members = [np.nonzero(codes == g)[0] for g in range(codes.max() + 1)]
-    rng = np.random.default_rng(seed)
-    vals = [
-        stat(np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])) for _ in range(n_boot)
-    ]
-    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
 
 
 def _ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
