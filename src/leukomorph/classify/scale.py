@@ -45,7 +45,8 @@ AUTO_ZOOMS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75)
 #: Mean prediction entropy (nats) above which a case is searched for a better zoom, set from the
 #: validation split: its DeepAPL patients reach at most 0.94 with leukomorph-cell 2.0.0 and 0.98
 #: with 2.1.0, PBC 100-cell pseudo-cases at most 0.41 (the 17 test patients: at most 0.99). A card
-#: may set its own (``inference.scale.auto_entropy_gate``).
+#: may set its own (``inference.scale.auto_entropy_gate``): 2.2.0, run on single views, sets 1.2
+#: (its validation patients reach 1.07).
 AUTO_ENTROPY_GATE = 1.1
 
 #: A zoom other than 1 must lower the sample's score by at least this fraction of its value at zoom 1.
