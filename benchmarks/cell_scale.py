@@ -1,6 +1,6 @@
 """Automatic cell scale (`analyze --cell-scale auto`) on held-out patients re-imaged at another magnification.
 
-    python benchmarks/cell_scale.py [--model leukomorph-cell] [--zooms 2 0.6]
+    python benchmarks/cell_scale.py [--model leukomorph-cell] [--zooms 2 0.6] [--which test|val]
 
 Each DeepAPL test patient of the model's split is one case, analysed as given and after zooming
 every crop about its centre (×2: a camera/objective at twice the training magnification; ×0.6:
@@ -31,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="leukomorph-cell")
     ap.add_argument("--zooms", type=float, nargs="*", default=[2.0, 0.6])
+    ap.add_argument("--which", default="test", choices=("test", "val"), help="split rows (val: for choosing models)")
     a = ap.parse_args()
     card = get_card(a.model)
     model = load_classifier(a.model)
@@ -38,12 +39,12 @@ def main() -> None:
     rows = [
         r
         for r in read_split(default_split(card))
-        if r["split"] == "test" and r["dataset"] == "deepapl" and "|" not in r["classes"]
+        if r["split"] == a.which and r["dataset"] == "deepapl" and "|" not in r["classes"]
     ]
     by_patient = defaultdict(list)
     for r in rows:
         by_patient[r["patient_id"]].append(r)
-    print(f"model {card.name} {card.version} ({card.sha256[:12]}), tta {tta}, {len(by_patient)} test patients\n")
+    print(f"model {card.name} {card.version} ({card.sha256[:12]}), tta {tta}, {len(by_patient)} {a.which} patients\n")
     print(
         "| re-imaged at | cases searched | zooms chosen | accuracy as given (95% CI) | accuracy, auto scale (95% CI) |"
     )

@@ -132,3 +132,31 @@ def test_simclr_pretraining_initialises_the_classifier(tmp_path):
 
     with pytest.raises(ConfigError, match="not a backbone"):
         train_classifier(recs, TrainConfig(size=32, epochs=1, batch_size=8, threads=1, init=str(bad)), tmp_path / "r2")
+
+
+@pytest.mark.parametrize("mode", ["standard", "strong", "wide"])
+def test_augment_modes_keep_shape_and_range(mode):
+    from leukomorph.training.train import AUGMENT_MODES, augment
+
+    assert mode in AUGMENT_MODES
+    x = torch.rand(6, 3, 24, 24)
+    out = augment(x.clone(), torch.Generator().manual_seed(0), mode)
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.allclose(out, x)
+
+
+def test_wide_augment_magnifies_up_to_twice():
+    """A centred disc grows or shrinks with the zoom: "wide" reaches discs far larger than "strong" can."""
+    from leukomorph.training.train import augment
+
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    disc = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 10**2).float()
+    x = (1 - 0.8 * disc).expand(64, 3, 64, 64).clone()  # dark disc of radius 10 on white
+
+    def radii(mode):
+        out = augment(x.clone(), torch.Generator().manual_seed(1), mode)
+        dark = (out.mean(1) < 0.5).flatten(1).sum(1).float()  # disc area in pixels
+        return (dark / torch.pi).sqrt()
+
+    assert float(radii("strong").max()) < 10 * 1.3 * 1.15
+    assert float(radii("wide").max()) > 10 * 1.6

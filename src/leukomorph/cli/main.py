@@ -452,7 +452,9 @@ def train_classifier_cmd(
     cache_dir: Path = typer.Option(Path.home() / ".cache" / "leukomorph", help="Decoded-crop cache."),
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
     tta: str = typer.Option("none", help="Test-time augmentation recorded in the card: none, flip, rot4, d4."),
-    augment: str = typer.Option("standard", help="Training augmentation: standard or strong (cross-microscope)."),
+    augment: str = typer.Option(
+        "standard", help="Training augmentation: standard, strong (cross-microscope), wide (strong, zoom 0.6-2)."
+    ),
     init: Path = typer.Option(
         None,
         "--init",

@@ -78,8 +78,10 @@ class TrainConfig:
 #: Augmentation strengths. "standard": in-domain jitter. "strong": adds what differs between
 #: microscopes and laboratories: magnification (zoom 0.7-1.3), optical/camera resolution
 #: (down-/up-sampling, Gaussian blur), white balance (per-channel gain), gamma, wider stain and
-#: saturation jitter, sensor noise.
-AUGMENT_MODES = ("standard", "strong")
+#: saturation jitter, sensor noise. "wide": "strong" with magnification drawn log-uniformly from
+#: 0.6-2 (cameras and objectives that image cells at up to twice the training scale; zooming out
+#: further would fill the crop with the mirrored border).
+AUGMENT_MODES = ("standard", "strong", "wide")
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -94,13 +96,16 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -> torch.Tensor:
     """x: float (B,3,H,W) in [0,1]. Geometric + stain/colour jitter, all on the batch's device."""
     b, dev = x.shape[0], x.device
-    strong = strength == "strong"
+    strong = strength in ("strong", "wide")
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
 
     theta = u(-math.pi, math.pi, b)
-    scale = u(0.7, 1.3, b) if strong else u(0.9, 1.1, b)
+    if strength == "wide":
+        scale = torch.exp(u(math.log(0.6), math.log(2.0), b))
+    else:
+        scale = u(0.7, 1.3, b) if strong else u(0.9, 1.1, b)
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0).to(dev)
     cos, sin = torch.cos(theta) / scale, torch.sin(theta) / scale
     mat = torch.stack(
