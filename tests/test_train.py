@@ -45,6 +45,10 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
     assert raw["inference"]["conformal"]["fitted_on"]["n_patients"] >= 1
     assert 0 < raw["inference"]["conformal"]["qhat"] <= 1
     assert "coverage" in raw["metrics"]["held_out_test"]["conformal"]["all"]
+    # the automatic cell scale's gate comes from the same validation patients
+    gate = raw["inference"]["scale"]
+    assert gate["fitted_on"]["which"] == "val" and gate["fitted_on"]["n_patients"] >= 1
+    assert gate["auto_entropy_gate"] == round(gate["max_patient_mean_entropy"] + gate["margin"], 1)
     m = OnnxClassifier(card, card.weights_path)
     probs = m.predict(np.zeros((3, 32, 32, 3), np.uint8))
     assert probs.shape == (3, 16) and np.allclose(probs.sum(1), 1, atol=1e-4)

@@ -29,6 +29,7 @@ from ..segment import nucleus_size_fraction
 
 __all__ = [
     "AUTO_ENTROPY_GATE",
+    "AUTO_GATE_MARGIN",
     "AUTO_ZOOMS",
     "REFERENCE_NUCLEUS_FRACTION",
     "ZoomChoice",
@@ -42,12 +43,15 @@ __all__ = [
 #: Zooms tried by :func:`search_zoom` (apparent magnification relative to the crops as given).
 AUTO_ZOOMS = (0.5, 0.6, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75)
 
-#: Mean prediction entropy (nats) above which a case is searched for a better zoom, set from the
-#: validation split: its DeepAPL patients reach at most 0.94 with leukomorph-cell 2.0.0 and 0.98
-#: with 2.1.0, PBC 100-cell pseudo-cases at most 0.41 (the 17 test patients: at most 0.99). A card
-#: may set its own (``inference.scale.auto_entropy_gate``): 2.2.0, run on single views, sets 1.2
-#: (its validation patients reach 1.07).
+#: Mean prediction entropy (nats) above which a case is searched for a better zoom, for a card
+#: that sets none: the validation split's DeepAPL patients reach at most 0.94 with leukomorph-cell
+#: 2.0.0 and 0.98 with 2.1.0, PBC 100-cell pseudo-cases at most 0.41 (the 17 test patients: at
+#: most 0.99). Cards set their own (``inference.scale.auto_entropy_gate``, from
+#: :func:`leukomorph.evaluation.calibrate.fit_entropy_gate`): 2.2.0, run on single views, 1.2.
 AUTO_ENTROPY_GATE = 1.1
+
+#: The gate sits this far above the highest per-patient mean entropy of the validation patients.
+AUTO_GATE_MARGIN = 0.12
 
 #: A zoom other than 1 must lower the sample's score by at least this fraction of its value at zoom 1.
 AUTO_MARGIN = 0.1

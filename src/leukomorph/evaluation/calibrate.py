@@ -17,10 +17,12 @@ from .runner import exact_targets, predict_rows, split_rows
 
 __all__ = [
     "fit_conformal",
+    "fit_entropy_gate",
     "fit_tta_temperature",
     "patient_datasets",
     "write_confusion",
     "write_conformal",
+    "write_entropy_gate",
     "write_tta_temperature",
 ]
 
@@ -108,6 +110,34 @@ def fit_tta_temperature(
     return scale, {"tta": tta, "scale": scale, "fitted_on": source}
 
 
+def fit_entropy_gate(
+    card: ModelCard,
+    split: str | os.PathLike[str] | None = None,
+    which: str = "val",
+    tta: str | None = None,
+    progress=None,
+) -> dict:
+    """The mean prediction entropy above which ``analyze --cell-scale auto`` searches a case's
+    zoom: the highest per-patient mean entropy among the held-out patients of ``which`` (cases
+    from the training sites), plus :data:`~leukomorph.classify.scale.AUTO_GATE_MARGIN`, rounded to
+    0.1. Probabilities as ``analyze`` computes them (the card's TTA and its temperatures)."""
+    from ..classify.scale import AUTO_GATE_MARGIN, mean_entropy
+
+    _, rows = split_rows(card, split, which)
+    datasets = patient_datasets(rows)
+    if datasets is None:
+        raise DataError(f"split {which!r} has no patients to set a cell-scale gate on")
+    source, rows, _, probs, tta = _labelled_probs(card, split, which, tta, progress, "set a gate on", datasets)
+    pids = np.array([r["patient_id"] for r in rows])
+    worst = max(mean_entropy(probs[pids == p]) for p in np.unique(pids))
+    return {
+        "auto_entropy_gate": round(worst + AUTO_GATE_MARGIN, 1),
+        "max_patient_mean_entropy": round(worst, 4),
+        "margin": AUTO_GATE_MARGIN,
+        "fitted_on": {**source, "n_patients": len(np.unique(pids)), "tta": tta},
+    }
+
+
 def patient_datasets(rows: list[dict[str, str]]) -> list[str] | None:
     """The data sets of ``rows`` that carry patient ids, or None when none does.
 
@@ -131,6 +161,11 @@ def _set_inference(card_path: str | os.PathLike[str], key: str, value: dict) -> 
 def write_tta_temperature(card_path: str | os.PathLike[str], value: dict) -> None:
     """Store a :func:`fit_tta_temperature` result under ``inference.tta_temperature`` of the card JSON."""
     _set_inference(card_path, "tta_temperature", value)
+
+
+def write_entropy_gate(card_path: str | os.PathLike[str], value: dict) -> None:
+    """Store a :func:`fit_entropy_gate` result under ``inference.scale`` of the card JSON."""
+    _set_inference(card_path, "scale", value)
 
 
 def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration, source: dict) -> None:

@@ -156,15 +156,18 @@ def evaluate_card(
 
     With test-time augmentation, a temperature for the averaged views is fitted on all validation
     rows (``inference.tta_temperature``); then conformal sets on the validation *patients* where
-    there are any (``inference.conformal``); the test metrics go to ``metrics.held_out_test`` and
+    there are any (``inference.conformal``) and the gate of the automatic cell scale from the same
+    patients (``inference.scale``); the test metrics go to ``metrics.held_out_test`` and
     the confusion matrix to ``inference.confusion``. The weight file, so the sha256, is untouched.
     """
     from ..evaluation.calibrate import (
         fit_conformal,
+        fit_entropy_gate,
         fit_tta_temperature,
         patient_datasets,
         write_conformal,
         write_confusion,
+        write_entropy_gate,
         write_tta_temperature,
     )
     from ..evaluation.runner import read_split, run_evaluation
@@ -181,6 +184,8 @@ def evaluate_card(
             ModelCard.from_file(card_path), split, "val", conformal_alpha, tta, datasets=patient_datasets(val_rows)
         )
         write_conformal(card_path, cal, source)
+    if val_rows and patient_datasets(val_rows):
+        write_entropy_gate(card_path, fit_entropy_gate(ModelCard.from_file(card_path), split, "val", tta))
     metrics, _ = run_evaluation(ModelCard.from_file(card_path), split, "test", eval_dir, n_boot)
     card = json.loads(card_path.read_text())
     card["metrics"] = {**card.get("metrics", {}), "held_out_test": _compact(metrics)}
