@@ -65,6 +65,15 @@ def test_apl_by_case_score_is_urgent_with_evidence_and_respects_applicability():
     score = {"apl_vs_aml": {"probability": 0.8, "ci95": [0.6, 0.9], "model": "m", "evidence_cells": ["blast0.png"]}}
     s = suggest(diff, preds, case_scores=score)
     assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast0.png",)
+    # a score without evidence cells (a model with no attention) on a case with no cell called a
+    # promyelocyte still names the cells to review: those most likely to be promyelocytes
+    bare = {"apl_vs_aml": {"probability": 0.8, "model": "lr"}}
+    probs = list(preds[9].probabilities)
+    probs[CLASSES.index("promyelocyte")] = 0.3
+    probs[CLASSES.index("lymphocyte")] = 0.7
+    preds[9] = CellPrediction(preds[9].source, tuple(probs), preds[9].classes)
+    s = suggest(diff, preds, case_scores=bare)
+    assert s.code == "apl_suspected" and s.urgent and s.evidence and s.evidence[0] == preds[9].source
     score["apl_vs_aml"]["applicable"] = False
     assert suggest(diff, preds, case_scores=score).code != "apl_suspected"
     score["apl_vs_aml"].update(applicable=True, probability=0.2)

@@ -66,6 +66,12 @@ def _evidence(preds: Sequence[CellPrediction], classes: set[str], n: int) -> tup
     return tuple(p.source for p in hits[:n])
 
 
+def _most_likely(preds: Sequence[CellPrediction], cls: str, n: int) -> tuple[str, ...]:
+    """The ``n`` cells with the highest probability of ``cls``, whatever they were called."""
+    ranked = sorted((p for p in preds if cls in p.classes), key=lambda p: -p.probabilities[p.classes.index(cls)])
+    return tuple(p.source for p in ranked[:n])
+
+
 LINEAGE_CAVEAT = (
     "Morphology alone cannot assign lineage: flow cytometry (and cytogenetics/molecular tests) decide; "
     "this hint only orders the work-up."
@@ -205,8 +211,12 @@ def suggest(
             "coagulation screen now.",
             f"apl_vs_aml score >= {cfg.apl_score_threshold}",
             True,
+            # the case model's own evidence (MIL attention); else the cells called promyelocytes; else
+            # (a score without one such cell) the cells most likely to be promyelocytes: an urgent
+            # flag always shows the cells to review
             tuple(apl.get("evidence_cells", ()))[: cfg.n_evidence]
-            or _evidence(preds, {"promyelocyte"}, cfg.n_evidence),
+            or _evidence(preds, {"promyelocyte"}, cfg.n_evidence)
+            or _most_likely(preds, "promyelocyte", cfg.n_evidence),
             details,
         )
     if apl_by_count:
