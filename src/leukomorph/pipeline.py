@@ -562,9 +562,7 @@ def run_case(
                         log.warning("%s: %s", item.source, notes[-1])
                     inputs.append(InputRecord(item.source, item.sha256, "ok", notes, item.shape))
             preds.extend(
-                classify_crops(
-                    model, crops, sources, zoom=1.0 if config.fields or fixed_zoom is None else fixed_zoom, **classify
-                )
+                classify_crops(model, crops, sources, zoom=1.0 if fixed_zoom is None else fixed_zoom, **classify)
             )
             if morpho_mode:
                 labels = (

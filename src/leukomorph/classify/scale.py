@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..segment import nucleus_size_fraction
+from .core import _card_inference, classify_crops
 
 __all__ = [
     "AUTO_ENTROPY_GATE",
@@ -88,9 +89,13 @@ def mean_entropy(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum(axis=1).mean())
 
 
+def _card_scale(model, key: str):
+    """``inference.scale.<key>`` of the model's card, or None."""
+    return (_card_inference(model, "scale") or {}).get(key)
+
+
 def model_entropy_gate(model) -> float:
-    card = getattr(model, "card", None)
-    val = (card.raw.get("inference", {}).get("scale") or {}).get("auto_entropy_gate") if card is not None else None
+    val = _card_scale(model, "auto_entropy_gate")
     return float(val) if val else AUTO_ENTROPY_GATE
 
 
@@ -110,8 +115,6 @@ def search_zoom(
     below the gate nothing is searched and the zoom stays 1. ``crops``: the case's crops (an evenly
     spaced sample of ``sample`` of them is used).
     """
-    from .core import classify_crops
-
     gate = model_entropy_gate(model) if gate is None else gate
     if native_entropy <= gate or not len(crops):
         return ZoomChoice(1.0, native_entropy, gate, False)
@@ -137,8 +140,7 @@ ZOOM_RANGE = (0.4, 2.5)
 
 
 def model_nucleus_fraction(model) -> float:
-    card = getattr(model, "card", None)
-    val = (card.raw.get("inference", {}).get("scale") or {}).get("nucleus_fraction") if card is not None else None
+    val = _card_scale(model, "nucleus_fraction")
     return float(val) if val else REFERENCE_NUCLEUS_FRACTION
 
 
