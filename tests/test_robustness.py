@@ -1,6 +1,7 @@
 """Conformal sets, stain normalisation, cell-scale zoom, classical nucleus masks, seg_wbc mapping."""
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -250,3 +251,18 @@ def test_cell_scale_search_survives_an_input_that_changed_on_disk(tmp_path, monk
     info = res.model["cell_scale"]
     assert info["zoom"] == 1.0 and not info["searched"] and paths[0] in info["note"]
     assert [p.source for p in res.predictions] == paths  # every cell kept, as classified
+
+
+def test_entropy_gate_is_written_beside_other_scale_entries(tmp_path):
+    from leukomorph.evaluation.calibrate import write_entropy_gate
+
+    card = tmp_path / "m.json"
+    card.write_text(
+        json.dumps({"name": "m", "inference": {"scale": {"nucleus_fraction": 0.37, "auto_entropy_gate": 9}}})
+    )
+    write_entropy_gate(card, {"auto_entropy_gate": 1.2, "margin": 0.12})
+    assert json.loads(card.read_text())["inference"]["scale"] == {
+        "nucleus_fraction": 0.37,
+        "auto_entropy_gate": 1.2,
+        "margin": 0.12,
+    }

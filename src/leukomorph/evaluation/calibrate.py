@@ -164,8 +164,10 @@ def write_tta_temperature(card_path: str | os.PathLike[str], value: dict) -> Non
 
 
 def write_entropy_gate(card_path: str | os.PathLike[str], value: dict) -> None:
-    """Store a :func:`fit_entropy_gate` result under ``inference.scale`` of the card JSON."""
-    _set_inference(card_path, "scale", value)
+    """Store a :func:`fit_entropy_gate` result under ``inference.scale`` of the card JSON, beside
+    what else the card keeps there (e.g. ``nucleus_fraction``)."""
+    old = json.loads(Path(card_path).read_text()).get("inference", {}).get("scale") or {}
+    _set_inference(card_path, "scale", {**old, **value})
 
 
 def write_conformal(card_path: str | os.PathLike[str], cal: ConformalCalibration, source: dict) -> None:
