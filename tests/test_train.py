@@ -138,7 +138,7 @@ def test_simclr_pretraining_initialises_the_classifier(tmp_path):
         train_classifier(recs, TrainConfig(size=32, epochs=1, batch_size=8, threads=1, init=str(bad)), tmp_path / "r2")
 
 
-@pytest.mark.parametrize("mode", ["standard", "strong", "wide"])
+@pytest.mark.parametrize("mode", ["standard", "strong", "wide", "colour"])
 def test_augment_modes_keep_shape_and_range(mode):
     from leukomorph.training.train import AUGMENT_MODES, augment
 
@@ -164,3 +164,33 @@ def test_wide_augment_magnifies_up_to_twice():
 
     assert float(radii("strong").max()) < 10 * 1.3 * 1.15
     assert float(radii("wide").max()) > 10 * 1.6
+
+
+def test_hue_rotation_keeps_luma_and_chroma():
+    """The hue rotation turns colours about the grey axis: luma and chroma magnitude stay, hue moves."""
+    from leukomorph.training.train import _hue_rotate
+
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    x = 0.4 + 0.2 * torch.rand(3, 3, 5, 5)  # mid-range colours: no clipping
+    out = _hue_rotate(x, torch.tensor([0.0, 25.0, -90.0]))
+    a, b = torch.einsum("ij,bjhw->bihw", yiq, x), torch.einsum("ij,bjhw->bihw", yiq, out)
+    assert torch.allclose(out[0], x[0], atol=1e-5)
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-4)  # luma
+    assert torch.allclose(a[:, 1:].norm(dim=1), b[:, 1:].norm(dim=1), atol=1e-4)  # chroma
+    ang = torch.atan2(b[1, 2], b[1, 1]) - torch.atan2(a[1, 2], a[1, 1])
+    assert torch.allclose(
+        torch.remainder(ang + torch.pi, 2 * torch.pi) - torch.pi, torch.full_like(ang, 25 * torch.pi / 180), atol=1e-3
+    )
+
+
+def test_colour_augment_reaches_casts_strong_does_not():
+    """On a grey image, "colour" produces channel ratios (yellow/blue casts) far outside "strong"'s range."""
+    from leukomorph.training.train import augment
+
+    x = torch.full((256, 3, 16, 16), 0.6)
+
+    def spread(mode):
+        out = augment(x.clone(), torch.Generator().manual_seed(2), mode).mean((2, 3))
+        return float((out[:, 0] / out[:, 2]).log().abs().max())
+
+    assert spread("colour") > 1.5 * spread("strong")

@@ -80,8 +80,11 @@ class TrainConfig:
 #: (down-/up-sampling, Gaussian blur), white balance (per-channel gain), gamma, wider stain and
 #: saturation jitter, sensor noise. "wide": "strong" with magnification drawn log-uniformly from
 #: 0.6-2 (cameras and objectives that image cells at up to twice the training scale; zooming out
-#: further would fill the crop with the mirrored border).
-AUGMENT_MODES = ("standard", "strong", "wide")
+#: further would fill the crop with the mirrored border). "colour": "strong" with, on a random half
+#: of each batch, the colour of other stains and cameras: white balance up to 0.7-1.45 per channel
+#: (yellow or blue casts), HED stain 0.6-1.4 with shifts of +-0.12, a hue rotation of up to
+#: +-25 degrees and saturation 0.3-1.7.
+AUGMENT_MODES = ("standard", "strong", "wide", "colour")
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -93,10 +96,31 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
 
 
+def _hue_rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's hue by ``degrees`` (one angle per image) about the grey axis (YIQ chroma plane)."""
+    a = degrees * math.pi / 180
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device)
+    c, s = torch.cos(a), torch.sin(a)
+    one, zero = torch.ones_like(a), torch.zeros_like(a)
+    rot = torch.stack(
+        [torch.stack([one, zero, zero], 1), torch.stack([zero, c, -s], 1), torch.stack([zero, s, c], 1)], 1
+    )
+    m = torch.linalg.inv(yiq) @ rot @ yiq  # (B,3,3)
+    return torch.einsum("bij,bjhw->bihw", m, x).clamp(0, 1)
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -> torch.Tensor:
     """x: float (B,3,H,W) in [0,1]. Geometric + stain/colour jitter, all on the batch's device."""
     b, dev = x.shape[0], x.device
-    strong = strength in ("strong", "wide")
+    strong = strength in ("strong", "wide", "colour")
+    # "colour": the half of the batch that gets the wide colour ranges (1) and the rest (0)
+    wide_c = (
+        (torch.rand(b, generator=gen) < 0.5).float().to(dev) if strength == "colour" else torch.zeros(b, device=dev)
+    )
+
+    def mix(narrow: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
+        w = wide_c.view(-1, *([1] * (narrow.dim() - 1)))
+        return narrow * (1 - w) + wide * w
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
@@ -129,16 +153,22 @@ def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -
     od = -torch.log(x.clamp(min=1 / 255))
     hed = od.permute(0, 2, 3, 1) @ _HED_FROM_RGB.to(dev)
     if strong:
-        hed = hed * u(0.7, 1.3, b, 1, 1, 3) + u(-0.08, 0.08, b, 1, 1, 3)
+        hed = hed * mix(u(0.7, 1.3, b, 1, 1, 3), u(0.6, 1.4, b, 1, 1, 3)) + mix(
+            u(-0.08, 0.08, b, 1, 1, 3), u(-0.12, 0.12, b, 1, 1, 3)
+        )
     else:
         hed = hed * u(0.9, 1.1, b, 1, 1, 3) + u(-0.03, 0.03, b, 1, 1, 3)
     x = torch.exp(-(hed @ _RGB_FROM_HED.to(dev))).permute(0, 3, 1, 2)
     if strong:
-        x = x.clamp(0, 1) * u(0.85, 1.15, b, 3, 1, 1)  # white balance / illumination colour
+        # white balance / illumination colour
+        x = x.clamp(0, 1) * mix(u(0.85, 1.15, b, 3, 1, 1), torch.exp(u(math.log(0.7), math.log(1.45), b, 3, 1, 1)))
         x = x.clamp(1e-4, 1) ** u(0.7, 1.4, b, 1, 1, 1)  # gamma
+        if strength == "colour":
+            x = torch.where(wide_c.view(-1, 1, 1, 1) > 0, _hue_rotate(x, u(-25.0, 25.0, b)), x)
     # brightness / contrast / saturation
     gray = x.mean(1, keepdim=True)
-    x = gray + (x - gray) * (u(0.6, 1.4, b, 1, 1, 1) if strong else u(0.8, 1.2, b, 1, 1, 1))
+    sat = mix(u(0.6, 1.4, b, 1, 1, 1), u(0.3, 1.7, b, 1, 1, 1)) if strong else u(0.8, 1.2, b, 1, 1, 1)
+    x = gray + (x - gray) * sat
     m = x.mean((1, 2, 3), keepdim=True)
     x = (x - m) * u(0.85, 1.15, b, 1, 1, 1) + m + u(-0.06, 0.06, b, 1, 1, 1)
     if strong:
