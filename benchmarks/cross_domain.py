@@ -1,6 +1,6 @@
 """Cross-domain test: white cells from cameras/stains the model never trained on (seg_wbc).
 
-    python benchmarks/cross_domain.py [--model leukomorph-cell] [--tta flip]
+    python benchmarks/cross_domain.py [--model leukomorph-cell] [--tta flip] [--half A|B|all]
 
 seg_wbc (Zheng et al. 2018) has two domains, both kept out of training: dataset1 (Jiangxi Tecom
 camera, 120 px, 300 cells) and dataset2 (CellaVision images from a blog, 300 px, 50 cells). The
@@ -8,19 +8,34 @@ model's predictions are mapped to the 5 mature classes (neutrophil = segmented +
 lymphocyte = lymphocyte + variant); any other predicted class counts as an error. Rows:
 preprocessing variants, all label-free, each domain treated as one case (stain: Reinhard to the
 model's reference; scale: "nucleus" = the nucleus-size zoom of leukomorph.classify.scale.case_zoom,
-"auto" = the confidence search of leukomorph.classify.scale.search_zoom, as `analyze --cell-scale
-auto` does).
+"auto" = what `analyze --cell-scale auto` does: the confidence search of
+leukomorph.classify.scale.search_zoom, or, for a case that is unfamiliar and whose background colour
+is off the training sites' (leukomorph.classify.scale.stain_shift), the model the card names for
+unfamiliar cases after a case-level stain transfer (classify_unfamiliar); "auto, cell model alone" =
+the search without that model).
+Halves: the cells are split by the first hex digit of sha1(path relative to seg_wbc/) (even: A, odd:
+B). Half A chose how unfamiliar cases are handled (rules in the README); half B never chose anything.
 95% CIs: bootstrap over cells (no patient ids exist).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import numpy as np
 
 from leukomorph.classify import classify_crops, recommended_tta
-from leukomorph.classify.scale import case_zoom, mean_entropy, model_nucleus_fraction, search_zoom
+from leukomorph.classify.scale import (
+    case_zoom,
+    classify_unfamiliar,
+    mean_entropy,
+    model_entropy_gate,
+    model_nucleus_fraction,
+    search_zoom,
+    stain_shift,
+    unfamiliar_fallback,
+)
 from leukomorph.data import load_seg_wbc
 from leukomorph.evaluation.metrics import evaluate_predictions
 from leukomorph.io import read_image
@@ -28,13 +43,33 @@ from leukomorph.models.registry import load_classifier
 from leukomorph.taxonomy import WBC5_GROUP, WBC5_LABELS
 
 STAINS = ("none", "reinhard")
-SCALES = ("none", "nucleus", "auto")
+SCALES = ("none", "nucleus", "auto, cell model alone", "auto")
+
+
+def half_of(path: str) -> str:
+    """The seg_wbc half (A or B) of an image path."""
+    rel = str(path).replace("\\", "/").split("seg_wbc/", 1)[1]
+    return "A" if int(hashlib.sha1(rel.encode()).hexdigest()[0], 16) % 2 == 0 else "B"
+
+
+def _unfamiliar(model, fallback, imgs, tta: str):
+    """As analyze: predictions and a zoom text when the case goes to the model for unfamiliar cases, else None."""
+    native = classify_crops(model, imgs, [""] * len(imgs), tta=tta)
+    h = mean_entropy(np.array([p.probabilities for p in native]))
+    if fallback is None or h <= model_entropy_gate(model):
+        return None
+    shift = stain_shift(model, imgs)
+    if shift is None or not shift.shifted:
+        return None
+    preds, info = classify_unfamiliar(fallback, imgs, [""] * len(imgs), model.classes)
+    return preds, f"{info['zoom']:g} ({info['model']['name']}, stain shift {shift.distance:.1f} > {shift.gate:g})"
 
 
 def _zoom(scale: str, model, imgs, stain: str, tta: str) -> tuple[float, str]:
     """The zoom of one domain (one case) under a label-free scale method."""
     if scale == "none":
         return 1.0, "1 (none)"
+    scale = scale.split(",")[0]
     if scale == "nucleus":
         z = case_zoom(imgs, model_nucleus_fraction(model))
         return z, f"{z:.2f} (nucleus)"
@@ -48,10 +83,14 @@ def main() -> None:
     ap.add_argument("--model", default="leukomorph-cell", help="registry name or card path")
     ap.add_argument("--tta", default=None)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--half", default="all", choices=("A", "B", "all"), help="seg_wbc half (see the docstring)")
     a = ap.parse_args()
     model = load_classifier(a.model)
     tta = a.tta or recommended_tta(model)
-    recs = load_seg_wbc()
+    fb = unfamiliar_fallback(model)
+    fallback = load_classifier(fb) if fb else None
+    recs = [r for r in load_seg_wbc() if a.half == "all" or half_of(r.path) == a.half]
+    print(f"seg_wbc half: {a.half} ({len(recs)} cells)")
     print(f"model {model.card.name} {model.card.version} (sha256 {model.card.sha256[:12]}), tta {tta}")
     print("| domain | stain | scale (zoom) | n | 5-class accuracy (95% CI) | macro-F1 | per-class recall |")
     print("|---|---|---|---|---|---|---|")
@@ -62,8 +101,14 @@ def main() -> None:
         truth = [r.source_label.split("/")[1] for r in rs]
         for stain in STAINS:
             for scale in SCALES:
-                z, ztxt = _zoom(scale, model, imgs, stain, tta)
-                preds = classify_crops(model, imgs, [r.path for r in rs], tta=tta, stain=stain, zoom=z)
+                if stain != "none" and scale == "auto":
+                    continue  # the model for unfamiliar cases brings its own stain transfer
+                got = _unfamiliar(model, fallback, imgs, tta) if scale == "auto" and stain == "none" else None
+                if got is not None:
+                    preds, ztxt = got
+                else:
+                    z, ztxt = _zoom(scale, model, imgs, stain, tta)
+                    preds = classify_crops(model, imgs, [r.path for r in rs], tta=tta, stain=stain, zoom=z)
                 pred5 = [WBC5_GROUP.get(p.predicted_class) or "(other)" for p in preds]
                 _row(domain, stain, ztxt, truth, pred5, a.n_boot)
                 t, pr = pooled.setdefault((stain, scale), ([], []))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -266,3 +267,134 @@ def test_entropy_gate_is_written_beside_other_scale_entries(tmp_path):
         "auto_entropy_gate": 1.2,
         "margin": 0.12,
     }
+
+
+def _bg_crops(tmp_path, bg, n=24, area=0.4, name="c"):
+    """Dark discs (unsure to _ScaleFake at zoom 1) on a background of colour ``bg`` (RGB)."""
+    paths = []
+    r = int(np.sqrt(area * 64 * 64 / np.pi))
+    for i in range(n):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[:] = bg
+        cv2.circle(img, (32, 32), r, (40, 40, int(i * 255 / (n - 1))), -1)
+        p = tmp_path / f"{name}{i}.png"
+        cv2.imwrite(str(p), img[..., ::-1])
+        paths.append(str(p))
+    return paths
+
+
+PINK, YELLOW = (236, 222, 226), (245, 240, 150)
+
+
+def test_background_chroma_sees_the_stain_not_the_magnification(tmp_path):
+    from leukomorph.io import read_image
+    from leukomorph.stain import background_chroma
+
+    pink = [read_image(p).pixels for p in _bg_crops(tmp_path, PINK, n=6, area=0.1, name="p")]
+    yellow = [read_image(p).pixels for p in _bg_crops(tmp_path, YELLOW, n=6, area=0.1, name="y")]
+    ref = np.array(background_chroma(pink))
+    for z in (2.0, 0.6):  # the same slide at another magnification: the background colour stays
+        assert np.hypot(*(np.array(background_chroma([zoom_crop(c, z) for c in pink])) - ref)) < 2
+    assert np.hypot(*(np.array(background_chroma(yellow)) - ref)) > 20
+
+
+def test_case_reinhard_maps_the_pooled_statistics_of_a_case():
+    from leukomorph.stain import _lab, case_lab_stats
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((40, 40, 3)) * 80 + 120).astype(np.uint8)  # a pale crop ...
+    b = (rng.random((40, 40, 3)) * 80 + 40).astype(np.uint8)  # ... and a dark one of the same case
+    st = case_lab_stats([a, b])
+    out = np.concatenate([_lab(reinhard(x, LEUKOMORPH_REFERENCE, st)).reshape(-1, 3) for x in (a, b)])
+    assert np.allclose(out.mean(0), LEUKOMORPH_REFERENCE.mean, atol=2.5)  # the case as a whole (gamut clipping aside)
+    own = [_lab(reinhard(x)).reshape(-1, 3).mean(0)[0] for x in (a, b)]  # per crop: both forced to one L*
+    pooled = [_lab(reinhard(x, LEUKOMORPH_REFERENCE, st)).reshape(-1, 3).mean(0)[0] for x in (a, b)]
+    assert abs(own[0] - own[1]) < 1.5 and pooled[0] - pooled[1] > 10  # the pale crop stays paler
+
+
+class _FallbackFake(FakeClassifier):
+    """Always sure the cell is class 3: tells its predictions apart from the cell model's."""
+
+    def __init__(self, classes=None):
+        super().__init__(64, *(() if classes is None else (classes,)))
+        self.card = SimpleNamespace(name="fb-model", version="9.9", sha256="f" * 64, card_path="fb.json", raw={})
+        self.seen: list[np.ndarray] = []
+
+    def predict(self, batch):
+        self.seen.append(batch.copy())
+        probs = np.full((len(batch), len(self.classes)), 0.05 / (len(self.classes) - 1), np.float32)
+        probs[:, 3] = 0.95
+        return probs
+
+
+def _primary_with_fallback(tmp_path):
+    from leukomorph.io import read_image
+    from leukomorph.stain import background_chroma
+
+    ref = background_chroma([read_image(p).pixels for p in _bg_crops(tmp_path, PINK, n=4, name="ref")])
+    model = _ScaleFake(64)
+    model.card = SimpleNamespace(
+        name="primary",
+        version="1",
+        sha256="a" * 64,
+        card_path="p.json",
+        raw={"inference": {"unfamiliar": {"model": "fb", "background_chroma": list(ref), "colour_gate": 8.0}}},
+    )
+    return model
+
+
+def test_unfamiliar_stain_goes_to_the_cards_model_for_it(tmp_path, monkeypatch):
+    import leukomorph.pipeline as pl
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    fb = _FallbackFake()
+    monkeypatch.setattr(pl, "load_classifier", lambda name, threads=None: fb if name == "fb" else None)
+    base = dict(attributes=None, case_models=(), saliency=False, conformal=False, confusion_correction=False)
+    yellow = _bg_crops(tmp_path, YELLOW, name="y")
+    res = run_case(yellow, "c", AnalyzeConfig(**base), model=_primary_with_fallback(tmp_path))
+    info = res.model["cell_scale"]
+    assert (
+        info["unfamiliar_model"]["model"]["name"] == "fb-model" and info["unfamiliar_model"]["stain_shift"]["shifted"]
+    )
+    assert {p.predicted_class for p in res.predictions} == {fb.classes[3]}
+    assert [p.source for p in res.predictions] == yellow
+    # the case was colour-transferred as a whole: the yellow background no longer reaches the fallback
+    bg = fb.seen[0][:, 1, 1].astype(float)
+    assert np.abs(bg[:, 0] - bg[:, 2]).mean() < np.abs(np.subtract(YELLOW[0], YELLOW[2]))
+    # off: the cell model alone, at the zoom its own search chooses
+    off = run_case(yellow, "c", AnalyzeConfig(**base, unfamiliar_model=False), model=_primary_with_fallback(tmp_path))
+    assert "unfamiliar_model" not in off.model["cell_scale"] and off.model["cell_scale"]["zoom"] == 0.5
+
+
+def test_unfamiliar_scale_alone_stays_with_the_cell_model(tmp_path, monkeypatch):
+    """Same stain, another magnification: the background colour is the training sites', so no switch."""
+    import leukomorph.pipeline as pl
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    def no_fallback(name, threads=None):
+        raise AssertionError("the model for unfamiliar cases must not be loaded")
+
+    monkeypatch.setattr(pl, "load_classifier", no_fallback)
+    base = dict(attributes=None, case_models=(), saliency=False, conformal=False, confusion_correction=False)
+    res = run_case(_bg_crops(tmp_path, PINK), "c", AnalyzeConfig(**base), model=_primary_with_fallback(tmp_path))
+    info = res.model["cell_scale"]
+    assert info["zoom"] == 0.5 and not info["stain_shift"]["shifted"] and "unfamiliar_model" not in info
+
+
+def test_model_for_unfamiliar_cases_must_share_the_classes(tmp_path):
+    from leukomorph.classify.scale import classify_unfamiliar
+
+    crops = [np.full((32, 32, 3), 200, np.uint8)] * 3
+    with pytest.raises(ConfigError, match="other classes"):
+        classify_unfamiliar(_FallbackFake(classes=("a", "b", "c", "d")), crops, ["x"] * 3, ("a", "b", "c", "e"))
+
+
+def test_colour_gate_is_written_under_unfamiliar(tmp_path):
+    from leukomorph.evaluation.calibrate import write_unfamiliar
+
+    card = tmp_path / "m.json"
+    card.write_text(json.dumps({"name": "m", "inference": {"scale": {"auto_entropy_gate": 1.2}}}))
+    write_unfamiliar(card, "other-model", {"background_chroma": [4.4, 16.8], "colour_gate": 11.8})
+    inf = json.loads(card.read_text())["inference"]
+    assert inf["unfamiliar"] == {"model": "other-model", "background_chroma": [4.4, 16.8], "colour_gate": 11.8}
+    assert inf["scale"] == {"auto_entropy_gate": 1.2}

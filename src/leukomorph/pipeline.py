@@ -24,7 +24,14 @@ from .aggregate.rules import RuleConfig
 from .classify import LOW_CONFIDENCE, classify_crops, model_conformal, model_confusion, recommended_tta
 from .classify.attributes import load_attribute_model
 from .classify.fields import field_features, load_field_model
-from .classify.scale import mean_entropy, model_entropy_gate, search_zoom
+from .classify.scale import (
+    classify_unfamiliar,
+    mean_entropy,
+    model_entropy_gate,
+    search_zoom,
+    stain_shift,
+    unfamiliar_fallback,
+)
 from .detect import Detection, detect_white_cells
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
@@ -86,6 +93,13 @@ class AnalyzeConfig:
     #: it familiar (:func:`leukomorph.classify.scale.search_zoom`) and classify at it; "none": as
     #: given; a number: that zoom for every crop. Field mode scales by the detector's red-cell ruler.
     cell_scale: str | float = "auto"
+    #: crop mode with cell_scale "auto": a case the cell model finds unfamiliar and whose slide
+    #: background has another colour than the training sites' (another stain or camera) is
+    #: classified by the model its card names for such cases (``inference.unfamiliar``; for
+    #: leukomorph-cell, the colour-robust leukomorph-cell-xdomain with a case-level stain
+    #: transfer), recorded in results.json and the report. False: the cell model alone, at the zoom
+    #: its search chooses.
+    unfamiliar_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -414,16 +428,21 @@ class _LazyCrops(Sequence):
 
 def _cell_scale(
     model, preds: list[CellPrediction], config: AnalyzeConfig, fixed_zoom: float | None, case: str, **classify
-) -> tuple[list[CellPrediction], dict, str | None]:
-    """After a case's ordinary classification: its cell-scale record, the predictions at the zoom
-    :func:`~leukomorph.classify.scale.search_zoom` chooses ("auto"; re-classified only when it is
-    not 1), and why the case looks unfamiliar to the cell model (None when it does not).
+) -> tuple[list[CellPrediction], dict, str | None, Any]:
+    """After a case's ordinary classification: its cell-scale record, the final predictions, why
+    the case looks unfamiliar to the cell model (None when it does not) and the model that made the
+    final predictions. "auto": an unfamiliar case whose background colour is off the training
+    sites' (:func:`~leukomorph.classify.scale.stain_shift`) goes to the model the card names for
+    such cases (:func:`~leukomorph.classify.scale.classify_unfamiliar`) when there is one and
+    ``config.unfamiliar_model``; otherwise it is re-classified at the zoom
+    :func:`~leukomorph.classify.scale.search_zoom` chooses (only when that is not 1).
     ``classify``: the keyword arguments of the ordinary :func:`classify_crops` call."""
     if config.fields:
         return (
             preds,
             {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"},
             None,
+            model,
         )
     native = mean_entropy(np.array([p.probabilities for p in preds])) if preds else 0.0
     gate = model_entropy_gate(model)
@@ -434,11 +453,33 @@ def _cell_scale(
         else None
     )
     if fixed_zoom is not None:
-        return preds, {"mode": "fixed", "zoom": fixed_zoom, "mean_entropy": round(native, 4), "gate": gate}, unfamiliar
+        info = {"mode": "fixed", "zoom": fixed_zoom, "mean_entropy": round(native, 4), "gate": gate}
+        return preds, info, unfamiliar, model
     if not preds:
-        return preds, {"mode": "auto", "zoom": 1.0}, unfamiliar
+        return preds, {"mode": "auto", "zoom": 1.0}, unfamiliar, model
     srcs = [p.source for p in preds]
+    fallback_name = unfamiliar_fallback(model) if config.unfamiliar_model else None
     try:
+        shift = stain_shift(model, _LazyCrops(srcs)) if unfamiliar is not None and fallback_name else None
+        if shift is not None and shift.shifted:
+            # integrity errors of the named model raise, as for the cell model: never a silent fallback
+            fallback = load_classifier(fallback_name, threads=config.threads)
+            new, info = classify_unfamiliar(
+                fallback, _LazyCrops(srcs), srcs, model.classes, batch_size=classify["batch_size"]
+            )
+            log.warning(
+                "case %s looks unfamiliar to %s (mean entropy %.2f > %.2f): classified by %s after a case-level "
+                "stain transfer, at zoom %g",
+                case,
+                getattr(getattr(model, "card", None), "name", "the cell model"),
+                native,
+                gate,
+                info["model"]["name"],
+                info["zoom"],
+            )
+            scale_info = {"mode": "auto", "zoom": 1.0, "mean_entropy": round(native, 4), "gate": gate}
+            info["stain_shift"] = shift.to_dict()
+            return new, {**scale_info, "searched": True, "unfamiliar_model": info}, unfamiliar, fallback
         choice = search_zoom(model, _LazyCrops(srcs), native, tta=classify["tta"], gate=gate)
         if choice.zoom != 1.0:
             log.warning(
@@ -452,8 +493,11 @@ def _cell_scale(
     except ImageReadError as exc:  # an input changed on disk since it was classified: keep the native scale
         log.warning("case %s: cell-scale search abandoned: %s", case, exc)
         info = {"mode": "auto", "zoom": 1.0, "mean_entropy": round(native, 4), "gate": gate, "searched": False}
-        return preds, {**info, "note": f"search abandoned, classified as given: {exc}"}, unfamiliar
-    return preds, choice.to_dict(), unfamiliar
+        return preds, {**info, "note": f"search abandoned, classified as given: {exc}"}, unfamiliar, model
+    out = choice.to_dict()
+    if shift is not None:
+        out["stain_shift"] = shift.to_dict()
+    return preds, out, unfamiliar, model
 
 
 def run_case(
@@ -579,24 +623,28 @@ def run_case(
                 progress(done, total)
     t_classify = time.perf_counter() - t0 - t_load
     t_scale = time.perf_counter()
-    preds, scale_info, unfamiliar = _cell_scale(model, preds, config, fixed_zoom, case, **classify)
+    native_preds = preds
+    preds, scale_info, unfamiliar, active = _cell_scale(model, preds, config, fixed_zoom, case, **classify)
     t_scale = time.perf_counter() - t_scale
+    switched = active is not model
     attrs: dict[str, dict[str, tuple[str, float]]] = {}
-    if attr_ok and preds:
+    if attr_ok and preds and not switched:
         got = attr_model.predict(np.stack([p.embedding for p in preds]))
         for i, p in enumerate(preds):
             attrs[p.source] = {a: got[a][i] for a in got}
     diff = differential(preds, model.classes)
-    confusion = model_confusion(model) if config.confusion_correction else None
+    confusion = model_confusion(active) if config.confusion_correction else None
     if confusion is not None and preds:
         counts = np.bincount([p.index for p in preds], minlength=len(model.classes))
         diff = dataclasses.replace(diff, corrected=corrected_differential(counts, confusion, model.classes).to_dict())
-    scores = case_scores(case_models, model, preds, unfamiliar)
+    # case models are fitted on the cell model's outputs: a case classified by the model for
+    # unfamiliar cases is scored on the cell model's own (native) outputs, marked not applicable
+    scores = case_scores(case_models, model, native_preds if switched else preds, unfamiliar)
     if field_model is not None:
         scores[field_model.raw.get("target", "all_subtype")] = field_case_score(field_model, field_status, field_info)
     sug = suggest(diff, preds, config.rules, scores, attrs)
     t_sal = time.perf_counter()
-    sal = _saliency(model, sug.evidence, {p.source: p for p in preds}, detections) if config.saliency else {}
+    sal = _saliency(active, sug.evidence, {p.source: p for p in preds}, detections) if config.saliency else {}
     t_sal = time.perf_counter() - t_sal
     model_info = (
         {"name": card.name, "version": card.version, "sha256": card.sha256, "card": card.card_path}
@@ -608,8 +656,12 @@ def run_case(
         model_info["attributes"] = {
             "name": attr_model.name,
             "version": attr_model.version,
-            "applied": attr_ok,
-            "note": "" if attr_ok else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
+            "applied": attr_ok and not switched,
+            "note": ""
+            if attr_ok and not switched
+            else "not applied: the case was classified by the model for unfamiliar cases"
+            if attr_ok
+            else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
         }
     model_info["conformal"] = conformal.to_dict() if conformal is not None else None
     model_info["cell_scale"] = scale_info

@@ -112,12 +112,14 @@ def classify_crops(
     zoom: float = 1.0,
     conformal: ConformalCalibration | None = None,
     embeddings: bool = False,
+    stain_source: LabStats | None = None,
 ) -> list[CellPrediction]:
     """Classify RGB uint8 crops (any size; the model's crop rule is applied here).
 
     ``zoom`` rescales every crop about its centre before the crop rule (see :func:`zoom_crop`;
     :func:`leukomorph.classify.scale.case_zoom` estimates it for a case); ``stain="reinhard"``
-    normalises each prepared crop's colour to the model's stain reference. With ``conformal``,
+    normalises each prepared crop's colour to the model's stain reference (from ``stain_source``,
+    e.g. the case's pooled :func:`~leukomorph.stain.case_lab_stats`, else each crop's own). With ``conformal``,
     each prediction carries its conformal prediction set. With ``embeddings`` (models exported with
     an embedding output) each prediction carries the cell's pooled features.
     """
@@ -128,7 +130,7 @@ def classify_crops(
     for start in range(0, len(crops), batch_size):
         batch = np.stack(
             [
-                normalise(prepare_crop(zoom_crop(c, zoom), model.input_size), stain, reference)
+                normalise(prepare_crop(zoom_crop(c, zoom), model.input_size), stain, reference, stain_source)
                 for c in crops[start : start + batch_size]
             ]
         )

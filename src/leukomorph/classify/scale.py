@@ -12,6 +12,11 @@ Two label-free estimators of a case's zoom:
   the training sites reach (:data:`AUTO_ENTROPY_GATE`), and a zoom replaces 1 only when it lowers
   the score by a clear margin (:data:`AUTO_MARGIN`). Checked on DeepAPL test patients re-imaged
   at ×2 and ×0.6 (``benchmarks/cell_scale.py``).
+- :func:`classify_unfamiliar`: for a case the default model finds unfamiliar *and* whose slide
+  background has another colour than the training sites' (:func:`stain_shift`: another stain or
+  camera, not only another magnification), a second model trained for other stains and cameras
+  (named by the default card's ``inference.unfamiliar``) classifies it after a case-level
+  Reinhard colour transfer and its own zoom search.
 - :func:`case_zoom`: the equivalent diameter of each crop's central nucleus over the crop side
   (:func:`leukomorph.segment.nucleus_size_fraction`), median over the case, mapped to the model's
   reference median. Confounded by the cell mix (blasts have large nuclei), so it is kept as a
@@ -25,8 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..records import CellPrediction
 from ..segment import nucleus_size_fraction
-from .core import _card_inference, classify_crops
+from ..stain import LabStats, background_chroma, case_lab_stats
+from .core import _card_inference, classify_crops, model_conformal, recommended_tta, stain_reference
 
 __all__ = [
     "AUTO_ENTROPY_GATE",
@@ -35,10 +43,13 @@ __all__ = [
     "REFERENCE_NUCLEUS_FRACTION",
     "ZoomChoice",
     "case_zoom",
+    "classify_unfamiliar",
+    "unfamiliar_fallback",
     "mean_entropy",
     "model_entropy_gate",
     "model_nucleus_fraction",
     "search_zoom",
+    "stain_shift",
 ]
 
 #: Zooms tried by :func:`search_zoom` (apparent magnification relative to the crops as given).
@@ -108,12 +119,15 @@ def search_zoom(
     tta: str = "none",
     gate: float | None = None,
     margin: float = AUTO_MARGIN,
+    stain: str = "none",
+    stain_source: LabStats | None = None,
 ) -> ZoomChoice:
     """Choose a case's zoom by information maximisation over ``zooms`` (see the module docstring).
 
     ``native_entropy`` is the case's mean entropy at zoom 1 (from its ordinary classification);
     below the gate nothing is searched and the zoom stays 1. ``crops``: the case's crops (an evenly
-    spaced sample of ``sample`` of them is used).
+    spaced sample of ``sample`` of them is used). ``stain``/``stain_source``: colour handling as in
+    :func:`~leukomorph.classify.classify_crops`.
     """
     gate = model_entropy_gate(model) if gate is None else gate
     if native_entropy <= gate or not len(crops):
@@ -122,13 +136,108 @@ def search_zoom(
     picked = [crops[i] for i in np.unique(idx)]
     score = {}
     for z in sorted({float(z) for z in zooms} | {1.0}):  # the native scale is always a candidate
-        probs = np.array([p.probabilities for p in classify_crops(model, picked, [""] * len(picked), tta=tta, zoom=z)])
+        got = classify_crops(model, picked, [""] * len(picked), tta=tta, zoom=z, stain=stain, stain_source=stain_source)
+        probs = np.array([p.probabilities for p in got])
         # information maximisation: certain about each cell, but not by calling every cell the same
         # class (at extreme zooms a model tends to collapse onto one class with low entropy)
         score[float(z)] = mean_entropy(probs) - mean_entropy(probs.mean(axis=0, keepdims=True))
     best = min(score, key=lambda z: (score[z], abs(np.log(z))))
     zoom = best if score[best] < score[1.0] - margin * abs(score[1.0]) else 1.0
     return ZoomChoice(zoom, native_entropy, gate, True, len(picked), score)
+
+
+def unfamiliar_fallback(model) -> str | None:
+    """The registry name (or card path) of the model the card names for unfamiliar cases
+    (``inference.unfamiliar.model``), or None."""
+    return (_card_inference(model, "unfamiliar") or {}).get("model")
+
+
+@dataclass(frozen=True)
+class StainShift:
+    """How far a case's slide background is from the training sites' (CIE a*b* units)."""
+
+    distance: float
+    gate: float
+    background_chroma: tuple[float, float]
+
+    @property
+    def shifted(self) -> bool:
+        return self.distance > self.gate
+
+    def to_dict(self) -> dict:
+        return {
+            "background_chroma": [round(v, 2) for v in self.background_chroma],
+            "distance": round(self.distance, 2),
+            "gate": self.gate,
+            "shifted": self.shifted,
+        }
+
+
+def stain_shift(model, crops: Sequence[np.ndarray], sample: int = 256) -> StainShift | None:
+    """The distance of the case's background colour (:func:`~leukomorph.stain.background_chroma`
+    of an evenly spaced sample of ``sample`` crops) from the reference in the card's
+    ``inference.unfamiliar`` (``background_chroma``, with its ``colour_gate``); None when the card
+    sets none."""
+    d = _card_inference(model, "unfamiliar") or {}
+    if "background_chroma" not in d or "colour_gate" not in d or not len(crops):
+        return None
+    idx = np.unique(np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int))
+    a, b = background_chroma([crops[i] for i in idx])
+    ra, rb = (float(v) for v in d["background_chroma"])
+    return StainShift(float(np.hypot(a - ra, b - rb)), float(d["colour_gate"]), (a, b))
+
+
+def classify_unfamiliar(
+    fallback,
+    crops: Sequence[np.ndarray],
+    sources: Sequence[str],
+    primary_classes: Sequence[str],
+    batch_size: int = 128,
+    sample: int = 256,
+    embeddings: bool = False,
+) -> tuple[list[CellPrediction], dict]:
+    """Classify a case that the default model found unfamiliar with ``fallback``, a model trained
+    for other stains and cameras: the case's colour statistics (pooled over an evenly spaced
+    sample of ``sample`` crops) are mapped to the fallback's stain reference (Reinhard, one
+    transform for the whole case), then the fallback's zoom search runs (always: the case is
+    already known to be unfamiliar) and the case is classified at the chosen zoom, with the
+    fallback's own test-time augmentation and conformal sets. Returns the predictions and a record
+    of what was done (for results.json and the report)."""
+    card = getattr(fallback, "card", None)
+    if list(fallback.classes) != list(primary_classes):
+        raise ConfigError(
+            f"model for unfamiliar cases {getattr(card, 'name', fallback)!r} has other classes than the default model"
+        )
+    idx = np.unique(np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int))
+    stats = case_lab_stats([crops[i] for i in idx])
+    tta = recommended_tta(fallback)
+    kw = dict(
+        batch_size=batch_size,
+        tta=tta,
+        stain="reinhard",
+        stain_source=stats,
+        conformal=model_conformal(fallback),
+        embeddings=embeddings,
+    )
+    preds = classify_crops(fallback, crops, sources, **kw)
+    native = mean_entropy(np.array([p.probabilities for p in preds]))
+    choice = search_zoom(fallback, crops, native, tta=tta, gate=0.0, stain="reinhard", stain_source=stats)
+    if choice.zoom != 1.0:
+        preds = classify_crops(fallback, crops, sources, zoom=choice.zoom, **kw)
+    info = {
+        "model": {
+            "name": getattr(card, "name", type(fallback).__name__),
+            "version": getattr(card, "version", ""),
+            "sha256": getattr(card, "sha256", ""),
+            "card": getattr(card, "card_path", ""),
+        },
+        "stain": "reinhard, one transform per case (colour statistics pooled over the case's crops)",
+        "source_stats": stats.to_dict(),
+        "reference": stain_reference(fallback).to_dict(),
+        "tta": tta,
+        **{k: v for k, v in choice.to_dict().items() if k != "mode"},
+    }
+    return preds, info
 
 
 #: Median nucleus-size fraction of the default classifier's training crops (1,000 PBC crops: 0.335,

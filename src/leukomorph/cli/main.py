@@ -131,6 +131,13 @@ def analyze(
         "their own scale (another camera or objective); 'none' keeps them as given; a number (e.g. 0.5 for "
         "crops at twice the training magnification) zooms every crop.",
     ),
+    unfamiliar_model: bool = typer.Option(
+        True,
+        "--unfamiliar-model/--no-unfamiliar-model",
+        help="Crops with --cell-scale auto: classify a case that looks unfamiliar with the model the cell model's "
+        "card names for other stains and cameras (leukomorph-cell: leukomorph-cell-xdomain, after a case-level "
+        "stain transfer). Off: the cell model alone, at the zoom its search chooses.",
+    ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import DEFAULT_CLASSIFIER, load_classifier
@@ -150,6 +157,7 @@ def analyze(
         fields=fields,
         detector=detector,
         cell_scale=cell_scale,
+        unfamiliar_model=unfamiliar_model,
     )
     try:
         fixed_cell_zoom(cell_scale, fields)
@@ -453,7 +461,9 @@ def train_classifier_cmd(
     name: str = typer.Option("leukomorph-cell", help="Model name written into the card."),
     tta: str = typer.Option("none", help="Test-time augmentation recorded in the card: none, flip, rot4, d4."),
     augment: str = typer.Option(
-        "standard", help="Training augmentation: standard, strong (cross-microscope), wide (strong, zoom 0.6-2)."
+        "standard",
+        help="Training augmentation: standard, strong (cross-microscope), wide (strong, zoom 0.6-2), "
+        "colour (strong, with other stains' and cameras' colour casts on half of each batch).",
     ),
     init: Path = typer.Option(
         None,

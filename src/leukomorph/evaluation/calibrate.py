@@ -16,6 +16,7 @@ from ..models.registry import ModelCard, load_classifier
 from .runner import exact_targets, predict_rows, split_rows
 
 __all__ = [
+    "fit_colour_gate",
     "fit_conformal",
     "fit_entropy_gate",
     "fit_tta_temperature",
@@ -24,7 +25,12 @@ __all__ = [
     "write_conformal",
     "write_entropy_gate",
     "write_tta_temperature",
+    "write_unfamiliar",
 ]
+
+#: The colour gate sits this far (CIE a*b* units) above the largest background-colour distance
+#: among the validation patients.
+COLOUR_GATE_MARGIN = 5.0
 
 
 def _labelled_probs(
@@ -136,6 +142,62 @@ def fit_entropy_gate(
         "margin": AUTO_GATE_MARGIN,
         "fitted_on": {**source, "n_patients": len(np.unique(pids)), "tta": tta},
     }
+
+
+def fit_colour_gate(
+    card: ModelCard,
+    split: str | os.PathLike[str] | None = None,
+    n_reference: int = 600,
+    per_group: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Reference background colour and gate for :func:`leukomorph.classify.scale.stain_shift`: the
+    :func:`~leukomorph.stain.background_chroma` of ``n_reference`` random training crops of the
+    split, and the largest distance from it among the training sites' cases (every training and
+    validation patient, and each data set without patients as one case; up to ``per_group``
+    crops each) plus :data:`COLOUR_GATE_MARGIN`, rounded to 0.1. Label-free: no class label is
+    read, so the training patients serve as well as held-out ones (a colour range, not a fit)."""
+    from ..evaluation.runner import _resolve
+    from ..io import read_image
+    from ..stain import background_chroma
+
+    path, train = split_rows(card, split, "train")
+    _, val = split_rows(card, path, "val")
+    rng = np.random.default_rng(seed)
+    pick = [train[i] for i in sorted(rng.choice(len(train), min(n_reference, len(train)), replace=False))]
+    ref = background_chroma(read_image(_resolve(r["path"])).pixels for r in pick)
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in train + val:
+        groups.setdefault(r["patient_id"] or f"dataset:{r['dataset']}", []).append(r)
+
+    def distance(rs: list[dict[str, str]]) -> float:
+        idx = np.unique(np.linspace(0, len(rs) - 1, min(per_group, len(rs))).round().astype(int))
+        return float(
+            np.hypot(*np.subtract(background_chroma(read_image(_resolve(rs[i]["path"])).pixels for i in idx), ref))
+        )
+
+    dist = {g: distance(rs) for g, rs in groups.items()}
+    worst = max(dist.values())
+    return {
+        "background_chroma": [round(v, 2) for v in ref],
+        "colour_gate": round(worst + COLOUR_GATE_MARGIN, 1),
+        "max_case_distance": round(worst, 2),
+        "margin": COLOUR_GATE_MARGIN,
+        "fitted_on": {
+            "split": path.name,
+            "n_reference_crops": len(pick),
+            "cases": "training and validation patients; each data set without patients as one case",
+            "n_cases": len(dist),
+            "crops_per_case": per_group,
+            "seed": seed,
+        },
+    }
+
+
+def write_unfamiliar(card_path: str | os.PathLike[str], model: str, gate: dict) -> None:
+    """Name ``model`` (registry name or card path) for the card's unfamiliar, stain-shifted cases
+    and store the :func:`fit_colour_gate` result beside it under ``inference.unfamiliar``."""
+    _set_inference(card_path, "unfamiliar", {"model": model, **gate})
 
 
 def patient_datasets(rows: list[dict[str, str]]) -> list[str] | None:
