@@ -357,6 +357,7 @@ def test_unfamiliar_stain_goes_to_the_cards_model_for_it(tmp_path, monkeypatch):
         info["unfamiliar_model"]["model"]["name"] == "fb-model" and info["unfamiliar_model"]["stain_shift"]["shifted"]
     )
     assert {p.predicted_class for p in res.predictions} == {fb.classes[3]}
+    assert res.model["classified_by"]["name"] == "fb-model" and res.model["name"] == "primary"
     assert [p.source for p in res.predictions] == yellow
     # the case was colour-transferred as a whole: the yellow background no longer reaches the fallback
     bg = fb.seen[0][:, 1, 1].astype(float)
@@ -379,6 +380,7 @@ def test_unfamiliar_scale_alone_stays_with_the_cell_model(tmp_path, monkeypatch)
     res = run_case(_bg_crops(tmp_path, PINK), "c", AnalyzeConfig(**base), model=_primary_with_fallback(tmp_path))
     info = res.model["cell_scale"]
     assert info["zoom"] == 0.5 and not info["stain_shift"]["shifted"] and "unfamiliar_model" not in info
+    assert res.model["classified_by"]["name"] == "primary"
 
 
 def test_model_for_unfamiliar_cases_must_share_the_classes(tmp_path):

@@ -652,6 +652,12 @@ def run_case(
         else {"name": type(model).__name__, "version": "", "sha256": "", "card": ""}
     )
     model_info["tta"] = tta
+    # which model made the cells' predictions: the cell model, or the one for unfamiliar cases
+    model_info["classified_by"] = (
+        scale_info["unfamiliar_model"]["model"]
+        if switched
+        else {k: model_info[k] for k in ("name", "version", "sha256")}
+    )
     if attr_model is not None:
         model_info["attributes"] = {
             "name": attr_model.name,
