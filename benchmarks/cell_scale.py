@@ -10,7 +10,7 @@ leukomorph.classify.scale.search_zoom decides, without labels, whether and how t
 table gives the pooled cell accuracy (taxonomy classes, exact labels) before and after, with 95%
 CIs resampling patients, how many cases were searched and the zooms chosen (the ideal zoom is
 1 / the applied one). As in ``analyze``, a case the model finds unfamiliar (mean entropy above its
-gate) whose background colour is also off the training sites' (leukomorph.classify.scale.stain_shift)
+gate) whose background colour is also off the training sites' (leukomorph.classify.scale.route_unfamiliar)
 goes to the model its card names for unfamiliar cases (leukomorph.classify.scale.classify_unfamiliar;
 counted as "x<zoom>" in the zooms column); ``--unfamiliar-model none``: the cell model alone.
 No seg_wbc image is used: this checks the method on data whose truth is known.
@@ -28,9 +28,8 @@ from leukomorph.classify.preprocess import zoom_crop
 from leukomorph.classify.scale import (
     classify_unfamiliar,
     mean_entropy,
-    model_entropy_gate,
+    route_unfamiliar,
     search_zoom,
-    stain_shift,
     unfamiliar_fallback,
 )
 from leukomorph.evaluation.metrics import bootstrap_ci
@@ -75,7 +74,7 @@ def main() -> None:
             truth = [r["classes"] for r in rs]
             pred = classify_crops(model, crops, [""] * len(crops), tta=tta)
             native = mean_entropy(np.array([p.probabilities for p in pred]))
-            shift = stain_shift(model, crops) if fallback is not None and native > model_entropy_gate(model) else None
+            shift = route_unfamiliar(model, crops, native, fallback is not None)
             if shift is not None and shift.shifted:
                 pred2, info = classify_unfamiliar(fallback, crops, [""] * len(crops), model.classes)
                 searched += 1

@@ -10,7 +10,7 @@ preprocessing variants, all label-free, each domain treated as one case (stain: 
 model's reference; scale: "nucleus" = the nucleus-size zoom of leukomorph.classify.scale.case_zoom,
 "auto" = what `analyze --cell-scale auto` does: the confidence search of
 leukomorph.classify.scale.search_zoom, or, for a case that is unfamiliar and whose background colour
-is off the training sites' (leukomorph.classify.scale.stain_shift), the model the card names for
+is off the training sites' (leukomorph.classify.scale.route_unfamiliar), the model the card names for
 unfamiliar cases after a case-level stain transfer (classify_unfamiliar); "auto, cell model alone" =
 the search without that model).
 Halves: the cells are split by the first hex digit of sha1(path relative to seg_wbc/) (even: A, odd:
@@ -30,10 +30,9 @@ from leukomorph.classify.scale import (
     case_zoom,
     classify_unfamiliar,
     mean_entropy,
-    model_entropy_gate,
     model_nucleus_fraction,
+    route_unfamiliar,
     search_zoom,
-    stain_shift,
     unfamiliar_fallback,
 )
 from leukomorph.data import load_seg_wbc
@@ -56,9 +55,7 @@ def _unfamiliar(model, fallback, imgs, tta: str):
     """As analyze: predictions and a zoom text when the case goes to the model for unfamiliar cases, else None."""
     native = classify_crops(model, imgs, [""] * len(imgs), tta=tta)
     h = mean_entropy(np.array([p.probabilities for p in native]))
-    if fallback is None or h <= model_entropy_gate(model):
-        return None
-    shift = stain_shift(model, imgs)
+    shift = route_unfamiliar(model, imgs, h, fallback is not None)
     if shift is None or not shift.shifted:
         return None
     preds, info = classify_unfamiliar(fallback, imgs, [""] * len(imgs), model.classes)

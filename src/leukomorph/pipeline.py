@@ -28,8 +28,8 @@ from .classify.scale import (
     classify_unfamiliar,
     mean_entropy,
     model_entropy_gate,
+    route_unfamiliar,
     search_zoom,
-    stain_shift,
     unfamiliar_fallback,
 )
 from .detect import Detection, detect_white_cells
@@ -432,7 +432,7 @@ def _cell_scale(
     """After a case's ordinary classification: its cell-scale record, the final predictions, why
     the case looks unfamiliar to the cell model (None when it does not) and the model that made the
     final predictions. "auto": an unfamiliar case whose background colour is off the training
-    sites' (:func:`~leukomorph.classify.scale.stain_shift`) goes to the model the card names for
+    sites' (:func:`~leukomorph.classify.scale.route_unfamiliar`) goes to the model the card names for
     such cases (:func:`~leukomorph.classify.scale.classify_unfamiliar`) when there is one and
     ``config.unfamiliar_model``; otherwise it is re-classified at the zoom
     :func:`~leukomorph.classify.scale.search_zoom` chooses (only when that is not 1).
@@ -458,12 +458,11 @@ def _cell_scale(
     if not preds:
         return preds, {"mode": "auto", "zoom": 1.0}, unfamiliar, model
     srcs = [p.source for p in preds]
-    fallback_name = unfamiliar_fallback(model) if config.unfamiliar_model else None
     try:
-        shift = stain_shift(model, _LazyCrops(srcs)) if unfamiliar is not None and fallback_name else None
+        shift = route_unfamiliar(model, _LazyCrops(srcs), native, config.unfamiliar_model)
         if shift is not None and shift.shifted:
             # integrity errors of the named model raise, as for the cell model: never a silent fallback
-            fallback = load_classifier(fallback_name, threads=config.threads)
+            fallback = load_classifier(unfamiliar_fallback(model), threads=config.threads)
             new, info = classify_unfamiliar(
                 fallback, _LazyCrops(srcs), srcs, model.classes, batch_size=classify["batch_size"]
             )

@@ -48,6 +48,7 @@ __all__ = [
     "mean_entropy",
     "model_entropy_gate",
     "model_nucleus_fraction",
+    "route_unfamiliar",
     "search_zoom",
     "stain_shift",
 ]
@@ -185,6 +186,18 @@ def stain_shift(model, crops: Sequence[np.ndarray], sample: int = 256) -> StainS
     a, b = background_chroma([crops[i] for i in idx])
     ra, rb = (float(v) for v in d["background_chroma"])
     return StainShift(float(np.hypot(a - ra, b - rb)), float(d["colour_gate"]), (a, b))
+
+
+def route_unfamiliar(
+    model, crops: Sequence[np.ndarray], native_entropy: float, enabled: bool = True
+) -> StainShift | None:
+    """The routing rule of ``analyze --cell-scale auto``: for a case that is unfamiliar to ``model``
+    (``native_entropy`` above its gate) when its card names a model for unfamiliar cases (and
+    ``enabled``), the case's :func:`stain_shift`; None otherwise. The case goes to that model when
+    the shift returned is ``.shifted``; else the model's own zoom search handles it."""
+    if not enabled or not unfamiliar_fallback(model) or native_entropy <= model_entropy_gate(model):
+        return None
+    return stain_shift(model, crops)
 
 
 def classify_unfamiliar(
