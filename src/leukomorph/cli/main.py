@@ -134,9 +134,10 @@ def analyze(
     unfamiliar_model: bool = typer.Option(
         True,
         "--unfamiliar-model/--no-unfamiliar-model",
-        help="Crops with --cell-scale auto: classify a case that looks unfamiliar with the model the cell model's "
-        "card names for other stains and cameras (leukomorph-cell: leukomorph-cell-xdomain, after a case-level "
-        "stain transfer). Off: the cell model alone, at the zoom its search chooses.",
+        help="Crops with --cell-scale auto: a case that looks unfamiliar and whose slide background has another "
+        "colour than the training laboratories' goes to the model the cell model's card names for other stains and "
+        "cameras (leukomorph-cell: leukomorph-cell-xdomain, after a case-level stain transfer). Off: the cell model "
+        "alone, at the zoom its search chooses.",
     ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
