@@ -358,6 +358,7 @@ def test_unfamiliar_stain_goes_to_the_cards_model_for_it(tmp_path, monkeypatch):
     )
     assert {p.predicted_class for p in res.predictions} == {fb.classes[3]}
     assert res.model["classified_by"]["name"] == "fb-model" and res.model["name"] == "primary"
+    assert res.model["conformal"] is None  # conformal off in this config: nothing reported for either model
     assert [p.source for p in res.predictions] == yellow
     # the case was colour-transferred as a whole: the yellow background no longer reaches the fallback
     bg = fb.seen[0][:, 1, 1].astype(float)

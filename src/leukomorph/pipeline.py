@@ -668,6 +668,8 @@ def run_case(
             if attr_ok
             else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
         }
+    if switched and config.conformal:  # the sets came from the model for unfamiliar cases
+        conformal = model_conformal(active)
     model_info["conformal"] = conformal.to_dict() if conformal is not None else None
     model_info["cell_scale"] = scale_info
     return CaseResult(
