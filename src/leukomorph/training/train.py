@@ -113,14 +113,17 @@ def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -
     """x: float (B,3,H,W) in [0,1]. Geometric + stain/colour jitter, all on the batch's device."""
     b, dev = x.shape[0], x.device
     strong = strength in ("strong", "wide", "colour")
+    colour = strength == "colour"
     # "colour": the half of the batch that gets the wide colour ranges (1) and the rest (0)
-    wide_c = (
-        (torch.rand(b, generator=gen) < 0.5).float().to(dev) if strength == "colour" else torch.zeros(b, device=dev)
-    )
+    wide_c = (torch.rand(b, generator=gen) < 0.5).float().to(dev) if colour else None
 
-    def mix(narrow: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
+    def mix(narrow: torch.Tensor, wide: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``narrow`` as drawn; in "colour" mode the wide half of the batch gets ``wide()`` instead.
+        The wide range is drawn only in that mode, so the other modes keep their random stream."""
+        if wide_c is None:
+            return narrow
         w = wide_c.view(-1, *([1] * (narrow.dim() - 1)))
-        return narrow * (1 - w) + wide * w
+        return narrow * (1 - w) + wide() * w
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
@@ -153,21 +156,23 @@ def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -
     od = -torch.log(x.clamp(min=1 / 255))
     hed = od.permute(0, 2, 3, 1) @ _HED_FROM_RGB.to(dev)
     if strong:
-        hed = hed * mix(u(0.7, 1.3, b, 1, 1, 3), u(0.6, 1.4, b, 1, 1, 3)) + mix(
-            u(-0.08, 0.08, b, 1, 1, 3), u(-0.12, 0.12, b, 1, 1, 3)
+        hed = hed * mix(u(0.7, 1.3, b, 1, 1, 3), lambda: u(0.6, 1.4, b, 1, 1, 3)) + mix(
+            u(-0.08, 0.08, b, 1, 1, 3), lambda: u(-0.12, 0.12, b, 1, 1, 3)
         )
     else:
         hed = hed * u(0.9, 1.1, b, 1, 1, 3) + u(-0.03, 0.03, b, 1, 1, 3)
     x = torch.exp(-(hed @ _RGB_FROM_HED.to(dev))).permute(0, 3, 1, 2)
     if strong:
         # white balance / illumination colour
-        x = x.clamp(0, 1) * mix(u(0.85, 1.15, b, 3, 1, 1), torch.exp(u(math.log(0.7), math.log(1.45), b, 3, 1, 1)))
+        x = x.clamp(0, 1) * mix(
+            u(0.85, 1.15, b, 3, 1, 1), lambda: torch.exp(u(math.log(0.7), math.log(1.45), b, 3, 1, 1))
+        )
         x = x.clamp(1e-4, 1) ** u(0.7, 1.4, b, 1, 1, 1)  # gamma
-        if strength == "colour":
+        if wide_c is not None:
             x = torch.where(wide_c.view(-1, 1, 1, 1) > 0, _hue_rotate(x, u(-25.0, 25.0, b)), x)
     # brightness / contrast / saturation
     gray = x.mean(1, keepdim=True)
-    sat = mix(u(0.6, 1.4, b, 1, 1, 1), u(0.3, 1.7, b, 1, 1, 1)) if strong else u(0.8, 1.2, b, 1, 1, 1)
+    sat = mix(u(0.6, 1.4, b, 1, 1, 1), lambda: u(0.3, 1.7, b, 1, 1, 1)) if strong else u(0.8, 1.2, b, 1, 1, 1)
     x = gray + (x - gray) * sat
     m = x.mean((1, 2, 3), keepdim=True)
     x = (x - m) * u(0.85, 1.15, b, 1, 1, 1) + m + u(-0.06, 0.06, b, 1, 1, 1)
