@@ -43,14 +43,16 @@ __all__ = [
     "REFERENCE_NUCLEUS_FRACTION",
     "ZoomChoice",
     "case_zoom",
+    "StainShift",
     "classify_unfamiliar",
-    "unfamiliar_fallback",
+    "even_sample",
     "mean_entropy",
     "model_entropy_gate",
     "model_nucleus_fraction",
     "route_unfamiliar",
     "search_zoom",
     "stain_shift",
+    "unfamiliar_fallback",
 ]
 
 #: Zooms tried by :func:`search_zoom` (apparent magnification relative to the crops as given).
@@ -101,6 +103,11 @@ def mean_entropy(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum(axis=1).mean())
 
 
+def even_sample(n: int, k: int) -> np.ndarray:
+    """Indices of an evenly spaced sample of at most ``k`` of ``n`` items (sorted, no repeats)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
+
+
 def _card_scale(model, key: str):
     """``inference.scale.<key>`` of the model's card, or None."""
     return (_card_inference(model, "scale") or {}).get(key)
@@ -133,8 +140,7 @@ def search_zoom(
     gate = model_entropy_gate(model) if gate is None else gate
     if native_entropy <= gate or not len(crops):
         return ZoomChoice(1.0, native_entropy, gate, False)
-    idx = np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int)
-    picked = [crops[i] for i in np.unique(idx)]
+    picked = [crops[i] for i in even_sample(len(crops), sample)]
     score = {}
     for z in sorted({float(z) for z in zooms} | {1.0}):  # the native scale is always a candidate
         got = classify_crops(model, picked, [""] * len(picked), tta=tta, zoom=z, stain=stain, stain_source=stain_source)
@@ -182,8 +188,7 @@ def stain_shift(model, crops: Sequence[np.ndarray], sample: int = 256) -> StainS
     d = _card_inference(model, "unfamiliar") or {}
     if "background_chroma" not in d or "colour_gate" not in d or not len(crops):
         return None
-    idx = np.unique(np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int))
-    a, b = background_chroma([crops[i] for i in idx])
+    a, b = background_chroma([crops[i] for i in even_sample(len(crops), sample)])
     ra, rb = (float(v) for v in d["background_chroma"])
     return StainShift(float(np.hypot(a - ra, b - rb)), float(d["colour_gate"]), (a, b))
 
@@ -221,8 +226,7 @@ def classify_unfamiliar(
         raise ConfigError(
             f"model for unfamiliar cases {getattr(card, 'name', fallback)!r} has other classes than the default model"
         )
-    idx = np.unique(np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int))
-    stats = case_lab_stats([crops[i] for i in idx])
+    stats = case_lab_stats([crops[i] for i in even_sample(len(crops), sample)])
     tta = recommended_tta(fallback)
     kw = dict(
         batch_size=batch_size,

@@ -157,9 +157,10 @@ def fit_colour_gate(
     validation patient, and each data set without patients as one case; up to ``per_group``
     crops each) plus :data:`COLOUR_GATE_MARGIN`, rounded to 0.1. Label-free: no class label is
     read, so the training patients serve as well as held-out ones (a colour range, not a fit)."""
-    from ..evaluation.runner import _resolve
+    from ..classify.scale import even_sample
     from ..io import read_image
     from ..stain import background_chroma
+    from .runner import _resolve
 
     path, train = split_rows(card, split, "train")
     _, val = split_rows(card, path, "val")
@@ -171,10 +172,8 @@ def fit_colour_gate(
         groups.setdefault(r["patient_id"] or f"dataset:{r['dataset']}", []).append(r)
 
     def distance(rs: list[dict[str, str]]) -> float:
-        idx = np.unique(np.linspace(0, len(rs) - 1, min(per_group, len(rs))).round().astype(int))
-        return float(
-            np.hypot(*np.subtract(background_chroma(read_image(_resolve(rs[i]["path"])).pixels for i in idx), ref))
-        )
+        picked = (read_image(_resolve(rs[i]["path"])).pixels for i in even_sample(len(rs), per_group))
+        return float(np.hypot(*np.subtract(background_chroma(picked), ref)))
 
     dist = {g: distance(rs) for g, rs in groups.items()}
     worst = max(dist.values())
