@@ -194,3 +194,47 @@ def test_colour_augment_reaches_casts_strong_does_not():
         return float((out[:, 0] / out[:, 2]).log().abs().max())
 
     assert spread("colour") > 1.5 * spread("strong")
+
+
+def _recs(spec):
+    from leukomorph.records import LabelledImage
+
+    return [
+        LabelledImage(path=f"{ds}{i}", classes=classes, dataset=ds, source_label="x")
+        for ds, classes, n in spec
+        for i in range(n)
+    ]
+
+
+def test_sampling_weights_per_source_lifts_one_sites_rare_class():
+    from leukomorph.taxonomy import CLASSES
+    from leukomorph.training.train import sampling_weights
+
+    # site A: 100 eosinophils, 100 lymphocytes; site B: 4 eosinophils, 100 lymphocytes
+    recs = _recs([("a", ("eosinophil",), 100), ("a", ("lymphocyte",), 100), ("b", ("eosinophil",), 4)])
+    recs += _recs([("b", ("lymphocyte",), 100)])
+    masks = np.array([[c in r.classes for c in CLASSES] for r in recs])
+    b_eos = np.array([r.dataset == "b" and r.classes == ("eosinophil",) for r in recs])
+    pooled = sampling_weights(recs, masks, 0.5, "class")
+    per_source = sampling_weights(recs, masks, 0.5, "source")
+    assert pooled.sum() == pytest.approx(1) and per_source.sum() == pytest.approx(1)
+    # pooled: site B's eosinophils weigh like site A's (104 eosinophils against 200 lymphocytes)
+    assert pooled[b_eos][0] == pytest.approx(pooled[0])
+    # per source: each of them weighs like one of 4, i.e. sqrt(100 / 4) = 5 times a site-A eosinophil
+    assert per_source[b_eos][0] / per_source[0] == pytest.approx(5.0)
+    assert per_source[b_eos].sum() > 3 * pooled[b_eos].sum()
+
+
+def test_sampling_weights_partial_labels_and_bad_mode():
+    from leukomorph.errors import ConfigError
+    from leukomorph.taxonomy import CLASSES
+    from leukomorph.training.train import sampling_weights
+
+    recs = _recs([("a", ("myelocyte",), 9), ("a", ("myelocyte", "metamyelocyte"), 2), ("a", ("metamyelocyte",), 3)])
+    masks = np.array([[c in r.classes for c in CLASSES] for r in recs])
+    w = sampling_weights(recs, masks, 1.0, "source")
+    # frequencies: myelocyte 9 + 2/2 = 10, metamyelocyte 3 + 1 = 4; a partial item gets the mean weight
+    assert w[9] / w[0] == pytest.approx((1 / 10 + 1 / 4) / 2 / (1 / 10))
+    assert w[11] / w[0] == pytest.approx(10 / 4)
+    with pytest.raises(ConfigError, match="balance_by"):
+        sampling_weights(recs, masks, 0.5, "patient")

@@ -454,6 +454,11 @@ def train_classifier_cmd(
     balance_power: float = typer.Option(
         0.5, help="Sampling weight ∝ class frequency^-power (0: natural, 1: balanced)."
     ),
+    balance_by: str = typer.Option(
+        "class",
+        help="What the frequencies count: class (taxonomy classes over all data sets) or source "
+        "(each data set's classes on their own, so one laboratory's rare class is not drowned by another's).",
+    ),
     seed: int = typer.Option(0),
     val_fraction: float = typer.Option(0.1, help="Share of groups for validation (0: train on train+val)."),
     temperature: float = typer.Option(None, help="Fixed softmax temperature (default: fitted on validation)."),
@@ -495,6 +500,7 @@ def train_classifier_cmd(
         batch_size=batch_size,
         lr=lr,
         balance_power=balance_power,
+        balance_by=balance_by,
         seed=seed,
         device=device,
         val_fraction=val_fraction,

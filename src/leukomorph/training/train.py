@@ -54,6 +54,10 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.05
     balance_power: float = 0.5
+    #: what the balanced sampling counts: "class" (taxonomy classes pooled over the data sets) or
+    #: "source" (each data set's classes on their own, so a rare class of one laboratory is not
+    #: drowned by the same class from another; see :func:`sampling_weights`)
+    balance_by: str = "class"
     ema_decay: float = 0.998
     test_fraction: float = 0.2
     val_fraction: float = 0.1
@@ -219,6 +223,35 @@ def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.5, 5.0))
 
 
+BALANCE_MODES = ("class", "source")
+
+
+def sampling_weights(recs: Sequence[LabelledImage], masks: np.ndarray, power: float, by: str = "class") -> np.ndarray:
+    """Sampling probability of each training item: weight ∝ frequency^-power of its class.
+
+    ``by="class"`` counts the exactly labelled items of each taxonomy class over all data sets
+    together. ``by="source"`` counts each (data set, class) stratum on its own, a partially
+    labelled item adding 1/k to each of its k classes; so DeepAPL's 64 eosinophils are weighted
+    as DeepAPL eosinophils, not as 64 of PBC's 1,600. A partially labelled item gets the mean
+    weight of its classes. Returns probabilities summing to 1.
+    """
+    if by not in BALANCE_MODES:
+        raise ConfigError(f"unknown balance_by {by!r}; choose one of {', '.join(BALANCE_MODES)}")
+    k = masks.sum(1)
+    if by == "class":
+        exact_counts = Counter(r.classes[0] for r in recs if r.exact)
+        freq = np.array([max(exact_counts.get(c, 0), 1) for c in CLASSES], float)
+        w = (masks * freq ** (-power)).sum(1) / k
+    else:
+        ds = np.array([r.dataset for r in recs])
+        w = np.zeros(len(recs))
+        for d in np.unique(ds):
+            m = ds == d
+            freq = np.maximum((masks[m] / k[m, None]).sum(0), 1.0)
+            w[m] = (masks[m] * freq ** (-power)).sum(1) / k[m]
+    return w / w.sum()
+
+
 def train_classifier(
     records: Sequence[LabelledImage],
     cfg: TrainConfig,
@@ -227,6 +260,8 @@ def train_classifier(
     progress: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train, export ``model.onnx`` + ``split.csv`` + ``training.json`` into ``out_dir``; return a summary."""
+    if cfg.balance_by not in BALANCE_MODES:
+        raise ConfigError(f"unknown balance_by {cfg.balance_by!r}; choose one of {', '.join(BALANCE_MODES)}")
     if cfg.augment not in AUGMENT_MODES:
         raise ConfigError(f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_MODES)}")
     out = Path(out_dir)
@@ -271,11 +306,7 @@ def train_classifier(
     for i, r in enumerate(recs):
         masks[i, [cidx[c] for c in r.classes]] = True
     tr = np.nonzero(train)[0]
-    exact_counts = Counter(r.classes[0] for i, r in enumerate(recs) if train[i] and r.exact)
-    freq = np.array([max(exact_counts.get(c, 0), 1) for c in CLASSES], float)
-    cls_w = freq ** (-cfg.balance_power)
-    item_w = (masks[tr] * cls_w).sum(1) / masks[tr].sum(1)
-    item_w = torch.tensor(item_w / item_w.sum())
+    item_w = torch.tensor(sampling_weights([recs[i] for i in tr], masks[tr], cfg.balance_power, cfg.balance_by))
 
     net = build_net(cfg.arch, len(CLASSES), cfg.size)
     if cfg.init:
