@@ -140,12 +140,13 @@ def fit_all_model(
     numbers = np.array([int(re.findall(r"(\d+)\.\w+$", r["path"])[0]) for r in rows])
     fold = block_folds(labels, numbers, k)
     cache = out / "features.npz"
-    if cache.is_file():
-        z = np.load(cache)
+    key = f"{cell.card.sha256}:{det.card.sha256}:{thr}"
+    z = np.load(cache) if cache.is_file() else None
+    if z is not None and "key" in z and str(z["key"]) == key and len(z["x"]) == len(rows):
         x, n_cells = z["x"], z["n_cells"]
-    else:
+    else:  # a cache of other models (or of an older version without a key) is recomputed, never reused
         x, n_cells = field_feature_table(cell, det, thr, root)
-        np.savez_compressed(cache, x=x, n_cells=n_cells)
+        np.savez_compressed(cache, x=x, n_cells=n_cells, key=key)
     results = {}
     for c in cs:
         pred, proba, per_fold = _cv(x, y, fold, labels, numbers, gap, c)
