@@ -47,6 +47,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/calibration.py
 	$(BIN)/python benchmarks/cross_domain.py
 	$(BIN)/python benchmarks/cell_scale.py
+	$(BIN)/python benchmarks/healthy_cases.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

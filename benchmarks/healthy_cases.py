@@ -1,0 +1,104 @@
+"""Specificity of the patient-level suggestion on healthy-donor cells (no leukemia anywhere).
+
+Usage: python benchmarks/healthy_cases.py [--cases 20] [--cells 100] [--seed 0]
+
+PBC has no patients, so cases are built: each one draws ``--cells`` crops from the PBC crops in
+the default cell model's *test* split (healthy donors, never trained on) in a fixed white-cell
+mix, is linked into its own folder, and all are run through `leukomorph analyze --per-folder`
+(the shipped pipeline, default models). Mixes: a normal differential, a reactive one with 8%
+immature granulocytes (IG: promyelocytes, myelocytes, metamyelocytes), a left shift with 20% IG,
+the same with erythroblasts and platelets, and "as stored": PBC's own class-balanced proportions
+(about 18% eosinophils, 7% basophils, 13% platelets, 9% erythroblasts, 18% IG), a mixture no
+patient has, which tests the case models' applicability check more than their score. Printed
+per mix: how often each suggestion fired (every "APL suspected" and "acute leukemia suspected"
+here is a false alarm), and the learned APL score (median, max), how often it reached the rules'
+0.5 and how often it was applicable (only an applicable score is used by the rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from leukomorph.data import data_root
+from leukomorph.evaluation.runner import default_split, read_split
+from leukomorph.models import DEFAULT_CLASSIFIER, get_card
+
+#: percent of white cells per PBC label
+MIXES: dict[str, dict[str, int]] = {
+    "normal": {"neutrophil": 62, "lymphocyte": 28, "monocyte": 6, "eosinophil": 3, "basophil": 1},
+    "reactive, IG 8%": {"neutrophil": 60, "lymphocyte": 20, "monocyte": 8, "eosinophil": 3, "basophil": 1, "ig": 8},
+    "left shift, IG 20%": {"neutrophil": 55, "lymphocyte": 15, "monocyte": 8, "eosinophil": 2, "ig": 20},
+    "IG 20%, erythroblasts 5%, platelets 5%": {
+        "neutrophil": 45,
+        "lymphocyte": 15,
+        "monocyte": 8,
+        "eosinophil": 2,
+        "ig": 20,
+        "erythroblast": 5,
+        "platelet": 5,
+    },
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", type=int, default=20, help="cases per mix")
+    ap.add_argument("--cells", type=int, default=100, help="crops per case")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    card = get_card(DEFAULT_CLASSIFIER)
+    rows = [r for r in read_split(default_split(card)) if r["split"] == "test" and r["dataset"] == "pbc"]
+    pools: dict[str, list[str]] = {}
+    for r in rows:
+        pools.setdefault(r["source_label"].split("/")[0], []).append(r["path"])
+    root = data_root()
+    rng = np.random.default_rng(a.seed)
+    mixes = {**MIXES, "as stored (PBC's class-balanced proportions)": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = Path(tmp) / "cases"
+        names: dict[str, str] = {}
+        for m, (mix_name, mix) in enumerate(mixes.items()):
+            for c in range(a.cases):
+                if mix is None:
+                    picked = list(rng.choice([r["path"] for r in rows], a.cells, replace=False))
+                else:
+                    picked = []
+                    for label, pct in mix.items():
+                        picked += list(rng.choice(pools[label], round(a.cells * pct / 100), replace=False))
+                d = cases / f"m{m}_c{c:02d}"
+                d.mkdir(parents=True)
+                for i, p in enumerate(picked):
+                    os.symlink((root / p).resolve(), d / f"{i:03d}_{Path(p).name}")
+                names[d.name] = mix_name
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", str(cases), "--per-folder", "--out", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        by_mix: dict[str, list[dict]] = {}
+        for case, mix_name in names.items():
+            by_mix.setdefault(mix_name, []).append(json.loads((out / case / "results.json").read_text()))
+    head = f"model {card.name} {card.version} ({card.sha256[:12]})"
+    print(f"{head}; {a.cases} cases of {a.cells} healthy-donor crops per mix\n")
+    print("| mix | suggestions | APL score median (max) | score >= 0.5 | score applicable |")
+    print("|---|---|---:|---:|---:|")
+    for mix_name, results in by_mix.items():
+        codes = Counter(r["suggestion"]["code"] for r in results)
+        apl = [r["case_scores"]["apl_vs_aml"] for r in results if r["case_scores"].get("apl_vs_aml")]
+        p = [s["probability"] for s in apl if s.get("probability") is not None]
+        app = sum(bool(s.get("applicable")) for s in apl)
+        sugg = ", ".join(f"{k} {v}" for k, v in codes.most_common())
+        score = f"{np.median(p):.2f} ({max(p):.2f})" if p else "–"
+        high = sum(v >= 0.5 for v in p)
+        print(f"| {mix_name} | {sugg} | {score} | {high}/{len(p)} | {app}/{len(results)} |")
+
+
+if __name__ == "__main__":
+    main()
