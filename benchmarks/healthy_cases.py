@@ -7,13 +7,14 @@ the default cell model's *test* split (healthy donors, never trained on) in a fi
 mix, is linked into its own folder, and all are run through `leukomorph analyze --per-folder`
 (the shipped pipeline, default models). Mixes: a normal differential, a reactive one with 8%
 immature granulocytes (IG: promyelocytes, myelocytes, metamyelocytes), a left shift with 20% IG,
-the same with erythroblasts and platelets, and "as stored": PBC's own class-balanced proportions
-(about 18% eosinophils, 7% basophils, 13% platelets, 9% erythroblasts, 18% IG), a mixture no
-patient has, which tests the case models' applicability check more than their score. Printed
-per mix: how often each suggestion fired (every "APL suspected" and "acute leukemia suspected"
-here is a false alarm), and the learned APL score (median, max), how often it reached the rules'
-0.5 and how often it was applicable (only an applicable score is used by the rules).
-"""
+a CML-like one (IG and basophils; the cells are healthy donors', only the proportions are
+CML's), eosinophilia, erythroblasts with IG, IG with erythroblasts and platelets, and "as
+stored": PBC's own class-balanced proportions (about 18% eosinophils, 7% basophils, 13%
+platelets, 9% erythroblasts, 18% IG), a mixture no patient has, which tests the case models'
+applicability check more than their score. Printed per mix: how often each suggestion fired
+(every "APL suspected" and "acute leukemia suspected" here is a false alarm), and the learned
+APL score (median, max), how often it reached the rules' 0.5 and how often it was applicable
+(only an applicable score is used by the rules)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ MIXES: dict[str, dict[str, int]] = {
     "normal": {"neutrophil": 62, "lymphocyte": 28, "monocyte": 6, "eosinophil": 3, "basophil": 1},
     "reactive, IG 8%": {"neutrophil": 60, "lymphocyte": 20, "monocyte": 8, "eosinophil": 3, "basophil": 1, "ig": 8},
     "left shift, IG 20%": {"neutrophil": 55, "lymphocyte": 15, "monocyte": 8, "eosinophil": 2, "ig": 20},
+    "CML-like: IG 25%, basophils 8%, eosinophils 5%": {
+        "neutrophil": 50,
+        "lymphocyte": 8,
+        "monocyte": 4,
+        "eosinophil": 5,
+        "basophil": 8,
+        "ig": 25,
+    },
+    "eosinophilia 30%": {"neutrophil": 45, "lymphocyte": 20, "monocyte": 5, "eosinophil": 30},
+    "erythroblasts 20%, IG 10%": {"neutrophil": 45, "lymphocyte": 20, "monocyte": 5, "ig": 10, "erythroblast": 20},
     "IG 20%, erythroblasts 5%, platelets 5%": {
         "neutrophil": 45,
         "lymphocyte": 15,
