@@ -30,34 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from leukomorph.data import data_root
+from leukomorph.evaluation.healthy import AS_STORED, HEALTHY_MIXES, healthy_cases
 from leukomorph.evaluation.runner import default_split, read_split
 from leukomorph.models import DEFAULT_CLASSIFIER, get_card
-
-#: percent of white cells per PBC label
-MIXES: dict[str, dict[str, int]] = {
-    "normal": {"neutrophil": 62, "lymphocyte": 28, "monocyte": 6, "eosinophil": 3, "basophil": 1},
-    "reactive, IG 8%": {"neutrophil": 60, "lymphocyte": 20, "monocyte": 8, "eosinophil": 3, "basophil": 1, "ig": 8},
-    "left shift, IG 20%": {"neutrophil": 55, "lymphocyte": 15, "monocyte": 8, "eosinophil": 2, "ig": 20},
-    "CML-like: IG 25%, basophils 8%, eosinophils 5%": {
-        "neutrophil": 50,
-        "lymphocyte": 8,
-        "monocyte": 4,
-        "eosinophil": 5,
-        "basophil": 8,
-        "ig": 25,
-    },
-    "eosinophilia 30%": {"neutrophil": 45, "lymphocyte": 20, "monocyte": 5, "eosinophil": 30},
-    "erythroblasts 20%, IG 10%": {"neutrophil": 45, "lymphocyte": 20, "monocyte": 5, "ig": 10, "erythroblast": 20},
-    "IG 20%, erythroblasts 5%, platelets 5%": {
-        "neutrophil": 45,
-        "lymphocyte": 15,
-        "monocyte": 8,
-        "eosinophil": 2,
-        "ig": 20,
-        "erythroblast": 5,
-        "platelet": 5,
-    },
-}
 
 
 def main() -> None:
@@ -68,28 +43,17 @@ def main() -> None:
     a = ap.parse_args()
     card = get_card(DEFAULT_CLASSIFIER)
     rows = [r for r in read_split(default_split(card)) if r["split"] == "test" and r["dataset"] == "pbc"]
-    pools: dict[str, list[str]] = {}
-    for r in rows:
-        pools.setdefault(r["source_label"].split("/")[0], []).append(r["path"])
     root = data_root()
-    rng = np.random.default_rng(a.seed)
-    mixes = {**MIXES, "as stored (PBC's class-balanced proportions)": None}
+    drawn = healthy_cases(rows, {**HEALTHY_MIXES, AS_STORED: None}, a.cases, a.cells, a.seed)
     with tempfile.TemporaryDirectory() as tmp:
         cases = Path(tmp) / "cases"
         names: dict[str, str] = {}
-        for m, (mix_name, mix) in enumerate(mixes.items()):
-            for c in range(a.cases):
-                if mix is None:
-                    picked = list(rng.choice([r["path"] for r in rows], a.cells, replace=False))
-                else:
-                    picked = []
-                    for label, pct in mix.items():
-                        picked += list(rng.choice(pools[label], round(a.cells * pct / 100), replace=False))
-                d = cases / f"m{m}_c{c:02d}"
-                d.mkdir(parents=True)
-                for i, p in enumerate(picked):
-                    os.symlink((root / p).resolve(), d / f"{i:03d}_{Path(p).name}")
-                names[d.name] = mix_name
+        for n, (mix_name, picked) in enumerate(drawn):
+            d = cases / f"case{n:03d}"
+            d.mkdir(parents=True)
+            for i, p in enumerate(picked):
+                os.symlink((root / p).resolve(), d / f"{i:03d}_{Path(p).name}")
+            names[d.name] = mix_name
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", str(cases), "--per-folder", "--out", str(out)]
         subprocess.run(cmd, check=True, capture_output=True)
