@@ -179,8 +179,11 @@ def test_analyze_results_have_case_scores_and_counting(sample_dir, tmp_path):
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     apl = res["case_scores"]["apl_vs_aml"]
     assert 0 <= apl["probability"] <= 1 and apl["model"] == DEFAULT_CASE_MODEL
-    # healthy-donor crops are unlike the AML/APL training patients: score shown, not used
-    assert apl["applicable"] is False and res["suggestion"]["code"] != "apl_suspected"
+    # healthy-donor crops: no APL alarm, and a score the rules may use stays far below their
+    # threshold. Whether the applicability check marks them is not asserted: the AML cohort has
+    # near-normal differentials, so healthy cases sit at its threshold (README, healthy-donor blood)
+    assert res["suggestion"]["code"] != "apl_suspected"
+    assert "applicable" in apl and (not apl["applicable"] or apl["probability"] < 0.1)
     assert {t["threshold_percent"] for t in res["blast_thresholds"]} == {10.0, 20.0}
     html = (tmp_path / "o" / "report.html").read_text()
     assert "Counting statistics" in html and "Patient-level scores" in html
@@ -376,3 +379,32 @@ def test_mil_seed_bag_averages_member_logits():
     assert np.allclose(a, (a1 + a2) / 2) and np.isclose(a.sum(), 1)
     same = {n: np.stack([m1[n], m1[n]]) for n in PARAM_NAMES}
     assert np.isclose(mil_forward(same, bag)[0], p1)
+
+
+def test_case_model_on_a_feature_subset_ignores_the_other_classes():
+    from leukomorph.aggregate.case_model import CaseModel, feature_index
+    from leukomorph.errors import ModelError
+
+    idx = feature_index(CLASSES, ["blast", "promyelocyte"])
+    k = len(CLASSES)
+    b, p = CLASSES.index("blast"), CLASSES.index("promyelocyte")
+    assert list(idx) == [b, p, k + b, k + p] and feature_index(CLASSES, None) is None
+    with pytest.raises(ModelError, match="not among the cell classes"):
+        feature_index(CLASSES, ["blast", "auer_rod"])
+    rng = np.random.default_rng(0)
+    m = CaseModel(
+        name="t", version="0", target="apl_vs_aml", positive="APL", classes=CLASSES,
+        mean=np.zeros(4), scale=np.ones(4), coef=rng.normal(size=4), intercept=0.0,
+        depends_on={}, card_path="", ood_location=np.zeros(4), ood_precision=np.eye(4), index=idx,
+    )  # fmt: skip
+    probs = rng.dirichlet(np.ones(k), size=50)
+    other = probs.copy()
+    plt, eos = CLASSES.index("platelet"), CLASSES.index("eosinophil")
+    other[:, [plt, eos]] = other[:, [eos, plt]]  # move mass between two classes the model does not use
+    assert m.predict(other) == pytest.approx(m.predict(probs))
+    assert m.distance(other) == pytest.approx(m.distance(probs))
+    push = cell_contributions(m, probs)
+    assert push.shape == (50,) and np.isfinite(push).all()
+    assert [n for n, _ in m.contributions(probs, top=4)] != [] and all(
+        n.endswith(("_blast", "_promyelocyte")) for n, _ in m.contributions(probs, top=4)
+    )

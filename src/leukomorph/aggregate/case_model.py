@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "EnsembleCaseModel",
     "case_feature_names",
     "case_features",
+    "feature_index",
     "cell_contributions",
     "load_case_model",
     "save_case_model_params",
@@ -47,6 +49,18 @@ def case_features(probs: np.ndarray) -> np.ndarray:
     k = probs.shape[1]
     frac = np.bincount(probs.argmax(1), minlength=k) / len(probs)
     return np.concatenate([np.log(frac + _EPS), np.log(probs.mean(0) + _EPS)])
+
+
+def feature_index(classes: Sequence[str], feature_classes: Sequence[str] | None) -> np.ndarray | None:
+    """Positions in :func:`case_features` of the features of ``feature_classes`` (their log
+    fraction, then their log mean probability); None for all. An unknown class is an error."""
+    if feature_classes is None:
+        return None
+    unknown = sorted(set(feature_classes) - set(classes))
+    if unknown:
+        raise ModelError(f"feature classes not among the cell classes: {', '.join(unknown)}")
+    keep = [i for i, c in enumerate(classes) if c in set(feature_classes)]
+    return np.array(keep + [len(classes) + i for i in keep], int)
 
 
 @dataclass(frozen=True)
@@ -69,15 +83,22 @@ class CaseModel:
     ood_threshold: float = float("inf")
     needs_embeddings: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: positions of the features used in :func:`case_features` (None: all; see :func:`feature_index`)
+    index: np.ndarray | None = None
+
+    def features(self, probs: np.ndarray) -> np.ndarray:
+        """The case's feature vector as the model uses it."""
+        f = case_features(probs)
+        return f if self.index is None else f[self.index]
 
     def predict(self, probs: np.ndarray) -> float:
         """Probability of the positive class for one case's (N, K) cell probabilities."""
-        z = (case_features(probs) - self.mean) / self.scale
+        z = (self.features(probs) - self.mean) / self.scale
         return float(1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept))))
 
     def distance(self, probs: np.ndarray) -> float:
         """Squared Mahalanobis distance of the case to the training patients (NaN without the check)."""
-        return case_distance(probs, self.mean, self.scale, self.ood_location, self.ood_precision)
+        return case_distance(probs, self.mean, self.scale, self.ood_location, self.ood_precision, self.index)
 
     def predict_interval(self, probs: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
         """95% interval of the score over bootstrap resamples of the case's cells (counting noise only)."""
@@ -101,8 +122,9 @@ class CaseModel:
 
     def contributions(self, probs: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
         """The features that push this case's score most (standardised value × coefficient)."""
-        z = (case_features(probs) - self.mean) / self.scale * self.coef
+        z = (self.features(probs) - self.mean) / self.scale * self.coef
         names = case_feature_names(self.classes)
+        names = names if self.index is None else [names[i] for i in self.index]
         order = np.argsort(-np.abs(z))[:top]
         return [(names[i], float(z[i])) for i in order]
 
@@ -223,10 +245,12 @@ def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel | EnsembleCas
         )
     if card.input.get("features") != FEATURE_SET:
         raise ModelError(f"{card.card_path}: unsupported feature set {card.input.get('features')!r}")
+    classes = tuple(card.input["cell_classes"])
     return CaseModel(
         **ident,
         **ood,
-        classes=tuple(card.input["cell_classes"]),
+        index=feature_index(classes, card.input.get("feature_classes")),
+        classes=classes,
         mean=params["mean"],
         scale=params["scale"],
         coef=params["coef"],
@@ -249,11 +273,13 @@ def save_case_model_params(path: str | os.PathLike[str], mean, scale, coef, inte
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def case_distance(probs, mean, scale, location, precision) -> float:
-    """Squared Mahalanobis distance of a case's standardised features (NaN without parameters)."""
+def case_distance(probs, mean, scale, location, precision, index: np.ndarray | None = None) -> float:
+    """Squared Mahalanobis distance of a case's standardised features (NaN without parameters);
+    ``index``: the positions of the features used (:func:`feature_index`; None: all)."""
     if location is None or precision is None:
         return float("nan")
-    d = (case_features(probs) - mean) / scale - location
+    f = case_features(probs)
+    d = ((f if index is None else f[index]) - mean) / scale - location
     return float(d @ precision @ d)
 
 
@@ -265,7 +291,8 @@ def cell_contributions(model: CaseModel, probs: np.ndarray) -> np.ndarray:
     """
     probs = np.asarray(probs, float)
     n, k = probs.shape
-    w = model.coef / model.scale
+    w = np.zeros(2 * k)  # unused features weigh nothing
+    w[slice(None) if model.index is None else model.index] = model.coef / model.scale
     frac = np.bincount(probs.argmax(1), minlength=k) / n
     meanp = probs.mean(0)
     g_frac = w[:k] / (frac + _EPS)

@@ -546,6 +546,12 @@ def train_case_model_cmd(
     c: float = typer.Option(0.1, "--c", help="Inverse L2 strength of the logistic regression."),
     repeats: int = typer.Option(10, help="Repeats of the patient-level 5-fold cross-validation."),
     data_root: Path = typer.Option(None, "--data-root", help="Shared data folder."),
+    feature_classes: str = typer.Option(
+        None,
+        "--feature-classes",
+        help="Comma list of cell classes whose features (log fraction, log mean probability) the model uses "
+        "(default: all).",
+    ),
 ) -> None:
     """Fit the patient-level APL-vs-AML model on DeepAPL (train extra: scikit-learn)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -557,7 +563,8 @@ def train_case_model_cmd(
     from ..models import DEFAULT_CLASSIFIER
 
     try:
-        card = fit_case_model(cell_model or DEFAULT_CLASSIFIER, out, name, c, repeats, data_root)
+        fc = [v.strip() for v in feature_classes.split(",") if v.strip()] if feature_classes else None
+        card = fit_case_model(cell_model or DEFAULT_CLASSIFIER, out, name, c, repeats, data_root, fc)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc

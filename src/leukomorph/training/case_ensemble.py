@@ -21,7 +21,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from .. import jsonio
-from ..aggregate.case_model import ENSEMBLE_FEATURES, case_features
+from ..aggregate.case_model import ENSEMBLE_FEATURES, case_features, feature_index
 from ..models.registry import get_card
 from .case_model import _lr, apl_card_head, cv_summary, deepapl_cell_outputs, held_out_summary, patients_of
 from .mil import _fit, _scores
@@ -59,7 +59,10 @@ def fit_case_ensemble(
     )
     patients, by_patient, y = patients_of(rows)
     bags = [emb[by_patient[p]] for p in patients]
+    # the logistic member's own features (all, or the classes its card names)
+    index = feature_index(tuple(lr_card.raw["input"]["cell_classes"]), lr_card.raw["input"].get("feature_classes"))
     feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
+    feats = feats if index is None else feats[:, index]
     oof_mil, oof_lr = np.zeros((repeats, len(y))), np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import jsonio
-from ..aggregate.case_model import FEATURE_SET, case_feature_names, case_features, save_case_model_params
+from ..aggregate.case_model import (
+    FEATURE_SET,
+    case_feature_names,
+    case_features,
+    feature_index,
+    save_case_model_params,
+)
 from ..classify import recommended_tta
 from ..data import data_root
 from ..evaluation.runner import predict_rows
@@ -168,12 +175,17 @@ def fit_case_model(
     c: float = 0.1,
     repeats: int = 10,
     root: str | os.PathLike[str] | None = None,
+    feature_classes: Sequence[str] | None = None,
 ) -> Path:
+    """``feature_classes``: use only these cell classes' features (their log fraction and log mean
+    probability); None: all classes."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     probs, _, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_probs.npz")
     patients, by_patient, y = patients_of(rows)
+    index = feature_index(tuple(model.classes), feature_classes)
     x = np.array([case_features(probs[by_patient[p]]) for p in patients])
+    x = x if index is None else x[:, index]
     pro_i = list(model.classes).index("promyelocyte")
     baseline = np.array([(probs[by_patient[p]].argmax(1) == pro_i).mean() for p in patients])
 
@@ -213,7 +225,10 @@ def fit_case_model(
         **apl_card_head(name, out / pfile),
         "input": {
             "features": FEATURE_SET,
-            "feature_names": case_feature_names(model.classes),
+            "feature_names": [
+                n for i, n in enumerate(case_feature_names(model.classes)) if index is None or i in set(index)
+            ],
+            **({"feature_classes": [c for c in model.classes if c in set(feature_classes)]} if feature_classes else {}),
             "cell_classes": list(model.classes),
             "cell_tta": recommended_tta(model),
         },
