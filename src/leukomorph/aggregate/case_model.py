@@ -39,16 +39,20 @@ FEATURE_SET = "log_frac_meanp_v1"
 _EPS = 0.01
 
 
-def case_feature_names(classes: tuple[str, ...]) -> list[str]:
-    return [f"log_frac_{c}" for c in classes] + [f"log_mean_p_{c}" for c in classes]
+def case_feature_names(classes: tuple[str, ...], index: np.ndarray | None = None) -> list[str]:
+    """Names of :func:`case_features` (those at ``index`` only, when given)."""
+    names = [f"log_frac_{c}" for c in classes] + [f"log_mean_p_{c}" for c in classes]
+    return names if index is None else [names[i] for i in index]
 
 
-def case_features(probs: np.ndarray) -> np.ndarray:
-    """Feature vector of one case from its (N, K) cell probabilities (N ≥ 1)."""
+def case_features(probs: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+    """Feature vector of one case from its (N, K) cell probabilities (N ≥ 1); ``index``: keep only
+    the features at these positions (:func:`feature_index`)."""
     probs = np.asarray(probs, float)
     k = probs.shape[1]
     frac = np.bincount(probs.argmax(1), minlength=k) / len(probs)
-    return np.concatenate([np.log(frac + _EPS), np.log(probs.mean(0) + _EPS)])
+    f = np.concatenate([np.log(frac + _EPS), np.log(probs.mean(0) + _EPS)])
+    return f if index is None else f[index]
 
 
 def feature_index(classes: Sequence[str], feature_classes: Sequence[str] | None) -> np.ndarray | None:
@@ -88,8 +92,7 @@ class CaseModel:
 
     def features(self, probs: np.ndarray) -> np.ndarray:
         """The case's feature vector as the model uses it."""
-        f = case_features(probs)
-        return f if self.index is None else f[self.index]
+        return case_features(probs, self.index)
 
     def predict(self, probs: np.ndarray) -> float:
         """Probability of the positive class for one case's (N, K) cell probabilities."""
@@ -123,8 +126,7 @@ class CaseModel:
     def contributions(self, probs: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
         """The features that push this case's score most (standardised value × coefficient)."""
         z = (self.features(probs) - self.mean) / self.scale * self.coef
-        names = case_feature_names(self.classes)
-        names = names if self.index is None else [names[i] for i in self.index]
+        names = case_feature_names(self.classes, self.index)
         order = np.argsort(-np.abs(z))[:top]
         return [(names[i], float(z[i])) for i in order]
 
@@ -278,8 +280,7 @@ def case_distance(probs, mean, scale, location, precision, index: np.ndarray | N
     ``index``: the positions of the features used (:func:`feature_index`; None: all)."""
     if location is None or precision is None:
         return float("nan")
-    f = case_features(probs)
-    d = ((f if index is None else f[index]) - mean) / scale - location
+    d = (case_features(probs, index) - mean) / scale - location
     return float(d @ precision @ d)
 
 

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: The colour gate sits this far (CIE a*b* units) above the largest background-colour distance
-#: among the validation patients.
+#: among the training sites' cases (every training and validation patient; see fit_colour_gate).
 COLOUR_GATE_MARGIN = 5.0
 
 

@@ -61,8 +61,7 @@ def fit_case_ensemble(
     bags = [emb[by_patient[p]] for p in patients]
     # the logistic member's own features (all, or the classes its card names)
     index = feature_index(tuple(lr_card.raw["input"]["cell_classes"]), lr_card.raw["input"].get("feature_classes"))
-    feats = np.array([case_features(probs[by_patient[p]]) for p in patients])
-    feats = feats if index is None else feats[:, index]
+    feats = np.array([case_features(probs[by_patient[p]], index) for p in patients])
     oof_mil, oof_lr = np.zeros((repeats, len(y))), np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):

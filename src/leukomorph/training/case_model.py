@@ -184,8 +184,7 @@ def fit_case_model(
     probs, _, rows, model = deepapl_cell_outputs(cell_model, root, out / "cell_probs.npz")
     patients, by_patient, y = patients_of(rows)
     index = feature_index(tuple(model.classes), feature_classes)
-    x = np.array([case_features(probs[by_patient[p]]) for p in patients])
-    x = x if index is None else x[:, index]
+    x = np.array([case_features(probs[by_patient[p]], index) for p in patients])
     pro_i = list(model.classes).index("promyelocyte")
     baseline = np.array([(probs[by_patient[p]].argmax(1) == pro_i).mean() for p in patients])
 
@@ -225,9 +224,7 @@ def fit_case_model(
         **apl_card_head(name, out / pfile),
         "input": {
             "features": FEATURE_SET,
-            "feature_names": [
-                n for i, n in enumerate(case_feature_names(model.classes)) if index is None or i in set(index)
-            ],
+            "feature_names": case_feature_names(model.classes, index),
             **({"feature_classes": [c for c in model.classes if c in set(feature_classes)]} if feature_classes else {}),
             "cell_classes": list(model.classes),
             "cell_tta": recommended_tta(model),
