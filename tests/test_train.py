@@ -238,3 +238,18 @@ def test_sampling_weights_partial_labels_and_bad_mode():
     assert w[11] / w[0] == pytest.approx(10 / 4)
     with pytest.raises(ConfigError, match="balance_by"):
         sampling_weights(recs, masks, 0.5, "patient")
+
+
+@pytest.mark.parametrize("option", [["--balance-by", "patient"], ["--augment", "extreme"]])
+def test_train_classifier_cli_bad_option_is_a_usage_error(tmp_path, option):
+    from typer.testing import CliRunner
+
+    from leukomorph.cli.main import EXIT_USAGE, app
+
+    for cls in ("blast", "lymphocyte"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(tmp_path / "data" / cls / "a.png")
+    args = ["train-classifier", "--out", str(tmp_path / "run"), "--datasets", str(tmp_path / "data"), *option]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert option[1] in r.output and not (tmp_path / "run").exists()

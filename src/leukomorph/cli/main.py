@@ -508,8 +508,12 @@ def train_classifier_cmd(
         augment=augment,
         init=str(init) if init else None,
     )
-    train_classifier(records, cfg, out, cache_dir)
-    card = finalize_model(out, name, records, datasets.split(","), tta=tta)
+    try:  # a bad option (augmentation, balancing, init weights) is a usage error, not a traceback
+        train_classifier(records, cfg, out, cache_dir)
+        card = finalize_model(out, name, records, datasets.split(","), tta=tta)
+    except LeukoMorphError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
     console.print(f"model card: {card}")
 
 
