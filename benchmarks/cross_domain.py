@@ -1,6 +1,6 @@
 """Cross-domain test: white cells from cameras/stains the model never trained on (seg_wbc).
 
-    python benchmarks/cross_domain.py [--model leukomorph-cell] [--tta flip] [--half A|B|all]
+    python benchmarks/cross_domain.py [--model leukomorph-cell] [--tta flip] [--half A|B|all] [--fallback CARD]
 
 seg_wbc (Zheng et al. 2018) has two domains, both kept out of training: dataset1 (Jiangxi Tecom
 camera, 120 px, 300 cells) and dataset2 (CellaVision images from a blog, 300 px, 50 cells). The
@@ -81,10 +81,15 @@ def main() -> None:
     ap.add_argument("--tta", default=None)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--half", default="all", choices=("A", "B", "all"), help="seg_wbc half (see the docstring)")
+    ap.add_argument(
+        "--fallback",
+        default=None,
+        help="model for unfamiliar cases, registry name or card path (default: the one --model's card names)",
+    )
     a = ap.parse_args()
     model = load_classifier(a.model)
     tta = a.tta or recommended_tta(model)
-    fb = unfamiliar_fallback(model)
+    fb = a.fallback or unfamiliar_fallback(model)
     fallback = load_classifier(fb) if fb else None
     recs = [r for r in load_seg_wbc() if a.half == "all" or half_of(r.path) == a.half]
     print(f"seg_wbc half: {a.half} ({len(recs)} cells)")

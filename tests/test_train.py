@@ -253,3 +253,31 @@ def test_train_classifier_cli_bad_option_is_a_usage_error(tmp_path, option):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == EXIT_USAGE, r.output
     assert option[1] in r.output and not (tmp_path / "run").exists()
+
+
+def test_grayscale_export_is_blind_to_hue_at_equal_luminance(tmp_path):
+    import onnxruntime as ort
+
+    from leukomorph.training.nets import LUMA, build_net, export_onnx, to_gray
+
+    torch.manual_seed(0)
+    net = build_net("lm-resnet-s", 16).eval()
+    # two images whose pixels differ in hue but share their BT.601 luminance
+    rng = np.random.default_rng(0)
+    a = rng.uniform(60, 200, (2, 32, 32, 3))
+    shift = np.array([1.0, -0.299 / 0.587, 0.0]) * 40  # R up, G down: luminance unchanged
+    b = a + shift
+    a, b = np.round(a).astype(np.uint8), np.round(b).astype(np.uint8)
+    lum = lambda x: x.astype(float) @ np.array(LUMA)  # noqa: E731
+    assert np.abs(lum(a) - lum(b)).max() < 1.0 and np.abs(a.astype(int) - b.astype(int)).max() >= 40
+    out = {}
+    for gray in (False, True):
+        path = tmp_path / f"g{gray}.onnx"
+        export_onnx(net, path, 32, (0.8, 0.72, 0.75), (0.15, 0.18, 0.12), 1.0, with_embedding=True, grayscale=gray)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        emb = [sess.run(None, {"image": x})[1] for x in (a, b)]
+        out[gray] = np.abs(emb[0] - emb[1]).max() / np.abs(emb[0]).max()
+    # the colour model's embedding moves with the hue; the grayscale one only by the uint8 rounding
+    assert out[False] > 0.05 and out[True] < out[False] / 20, out
+    g = to_gray(torch.rand(2, 3, 8, 8))
+    assert g.shape == (2, 3, 8, 8) and torch.equal(g[:, 0], g[:, 2])

@@ -471,6 +471,11 @@ def train_classifier_cmd(
         help="Training augmentation: standard, strong (cross-microscope), wide (strong, zoom 0.6-2), "
         "colour (strong, with other stains' and cameras' colour casts on half of each batch).",
     ),
+    grayscale: bool = typer.Option(
+        False,
+        "--grayscale",
+        help="Stain-blind model: every input reduced to its luminance, in training and inside the exported graph.",
+    ),
     init: Path = typer.Option(
         None,
         "--init",
@@ -506,6 +511,7 @@ def train_classifier_cmd(
         val_fraction=val_fraction,
         temperature=temperature,
         augment=augment,
+        grayscale=grayscale,
         init=str(init) if init else None,
     )
     try:  # a bad option (augmentation, balancing, init weights) is a usage error, not a traceback

@@ -96,7 +96,16 @@ def finalize_model(
             "colour": "RGB",
             "crop_rule": "centre square crop of the whole single-cell image, then resize to size×size "
             "(OpenCV INTER_AREA when shrinking): leukomorph.classify.prepare_crop",
-            "normalisation": {"inside_graph": True, "mean": cfg["mean"], "std": cfg["std"]},
+            "normalisation": {
+                "inside_graph": True,
+                "mean": cfg["mean"],
+                "std": cfg["std"],
+                **(
+                    {"grayscale": "the graph reduces RGB to luminance (BT.601) before normalising"}
+                    if cfg.get("grayscale")
+                    else {}
+                ),
+            },
             "expected_images": "single-cell crops centred on one white cell, May-Grünwald-Giemsa stain, 100× oil, "
             "CellaVision DM-style field of about 360 px square; pixel size not given by the "
             "sources, so none is enforced",

@@ -7,7 +7,17 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["UInt8Wrapper", "build_net", "export_onnx"]
+__all__ = ["UInt8Wrapper", "build_net", "export_onnx", "to_gray"]
+
+#: ITU-R BT.601 luma weights (R, G, B)
+LUMA = (0.299, 0.587, 0.114)
+
+
+def to_gray(x: torch.Tensor) -> torch.Tensor:
+    """Luminance of (B,3,H,W) RGB, repeated on the three channels (a stain-blind input: the network
+    sees brightness and texture, not hue)."""
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
 
 
 class _Basic(nn.Module):
@@ -92,9 +102,18 @@ class UInt8Wrapper(nn.Module):
     features before the head (for patient-level multiple-instance models).
     """
 
-    def __init__(self, net: nn.Module, mean, std, temperature: float = 1.0, with_embedding: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        mean,
+        std,
+        temperature: float = 1.0,
+        with_embedding: bool = False,
+        grayscale: bool = False,
+    ) -> None:
         super().__init__()
         self.net = net
+        self.grayscale = grayscale
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("inv_t", torch.tensor(1.0 / temperature, dtype=torch.float32))
@@ -102,6 +121,8 @@ class UInt8Wrapper(nn.Module):
 
     def forward(self, x: torch.Tensor):
         x = x.permute(0, 3, 1, 2).float()
+        if self.grayscale:
+            x = to_gray(x)
         x = (x - self.mean) / self.std
         if not self.with_embedding:
             return torch.softmax(self.net(x) * self.inv_t, dim=1)
@@ -121,9 +142,19 @@ def _classify(net: nn.Module, emb: torch.Tensor) -> torch.Tensor:
     return net.get_classifier()(emb)  # timm
 
 
-def export_onnx(net: nn.Module, path, size: int, mean, std, temperature: float, with_embedding: bool = True) -> None:
-    """Export ``net`` (eval mode, CPU) as uint8 NHWC → probabilities [, embedding] ONNX, opset 17."""
-    wrapper = UInt8Wrapper(net.cpu().eval(), mean, std, temperature, with_embedding).eval()
+def export_onnx(
+    net: nn.Module,
+    path,
+    size: int,
+    mean,
+    std,
+    temperature: float,
+    with_embedding: bool = True,
+    grayscale: bool = False,
+) -> None:
+    """Export ``net`` (eval mode, CPU) as uint8 NHWC → probabilities [, embedding] ONNX, opset 17.
+    ``grayscale``: the graph reduces its RGB input to luminance first (:func:`to_gray`)."""
+    wrapper = UInt8Wrapper(net.cpu().eval(), mean, std, temperature, with_embedding, grayscale).eval()
     outputs = ["probabilities", "embedding"] if with_embedding else ["probabilities"]
     _export_uint8(wrapper, path, size, outputs, {"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
 

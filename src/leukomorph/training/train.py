@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..records import LabelledImage
 from ..taxonomy import CLASSES
 from .cache import build_cache
-from .nets import build_net, export_onnx
+from .nets import build_net, export_onnx, to_gray
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ class TrainConfig:
     #: :func:`leukomorph.training.ssl.pretrain_simclr`; the classification layer is new) or the
     #: ``weights.pt`` of an earlier run with the same classes (warm start: all layers kept)
     init: str | None = None
+    #: reduce every input to its luminance (:func:`~leukomorph.training.nets.to_gray`), in training
+    #: and inside the exported graph: a stain-blind model for cameras and stains unlike the training
+    #: sites' (colour cues such as eosinophil granules are lost)
+    grayscale: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -203,6 +207,8 @@ def _logits(net: nn.Module, images: np.ndarray, cfg: TrainConfig, dev: torch.dev
     out = []
     for i in range(0, len(images), 512):
         x = torch.from_numpy(images[i : i + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
+        if cfg.grayscale:
+            x = to_gray(x)
         out.append(net((x - mean) / std).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(CLASSES))
 
@@ -349,6 +355,8 @@ def train_classifier(
             idx = torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = images_t[idx].to(dev).permute(0, 3, 1, 2).float().div_(255)
             x = augment(x, gen, cfg.augment)
+            if cfg.grayscale:
+                x = to_gray(x)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = _partial_nll(net(x).float(), masks_t[idx].to(dev))
@@ -372,7 +380,9 @@ def train_classifier(
     vl = _logits(final, images[val_idx], cfg, torch.device("cpu"))
     temperature = cfg.temperature if cfg.temperature is not None else _fit_temperature(vl, val_y)
     onnx_path = out / "model.onnx"
-    export_onnx(final, onnx_path, cfg.size, cfg.mean, cfg.std, temperature, with_embedding=True)
+    export_onnx(
+        final, onnx_path, cfg.size, cfg.mean, cfg.std, temperature, with_embedding=True, grayscale=cfg.grayscale
+    )
     torch.save(final.state_dict(), out / "weights.pt")
     summary = {
         "config": asdict(cfg),
