@@ -16,6 +16,10 @@ the search without that model).
 Halves: the cells are split by the first hex digit of sha1(path relative to seg_wbc/) (even: A, odd:
 B). Half A chose how unfamiliar cases are handled (rules in the README); half B never chose anything.
 95% CIs: bootstrap over cells (no patient ids exist).
+Last, each domain as one case, as analyze ships it: the suggestion of the count rules (healthy-donor
+cells, so anything but no_leukemic_pattern is a false alarm; an urgent "apl_suspected" vetoes a
+model for unfamiliar cases). --fallback measures a candidate model for unfamiliar cases without
+installing it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hashlib
 
 import numpy as np
 
+from leukomorph.aggregate import differential, suggest
 from leukomorph.classify import classify_crops, recommended_tta
 from leukomorph.classify.scale import (
     case_zoom,
@@ -97,6 +102,7 @@ def main() -> None:
     print("| domain | stain | scale (zoom) | n | 5-class accuracy (95% CI) | macro-F1 | per-class recall |")
     print("|---|---|---|---|---|---|---|")
     pooled: dict[tuple[str, str], tuple[list, list]] = {}
+    as_case = {}
     for domain in ("dataset1", "dataset2"):
         rs = [r for r in recs if r.source_label.startswith(domain + "/")]
         imgs = [read_image(r.path).pixels for r in rs]
@@ -108,6 +114,8 @@ def main() -> None:
                 got = _unfamiliar(model, fallback, imgs, tta) if scale == "auto" and stain == "none" else None
                 if got is not None:
                     preds, ztxt = got
+                if scale == "auto":
+                    as_case[domain] = preds
                 else:
                     z, ztxt = _zoom(scale, model, imgs, stain, tta)
                     preds = classify_crops(model, imgs, [r.path for r in rs], tta=tta, stain=stain, zoom=z)
@@ -118,6 +126,19 @@ def main() -> None:
                 pr += pred5
     for (stain, scale), (truth, pred5) in pooled.items():
         _row("all", stain, f"{scale}, per domain", truth, pred5, a.n_boot)
+    # the safety side: these are healthy-donor white cells, so no leukemic pattern should be suggested
+    print("\nEach domain as one `analyze` case (as shipped; count rules only: a learned score is not applicable to an")
+    print("unfamiliar case). Healthy-donor cells: any suggestion other than no_leukemic_pattern is a false alarm.\n")
+    print("| domain | cells | suggestion | urgent | blast equivalents % | promyelocytes % |")
+    print("|---|---:|---|---|---:|---:|")
+    for domain, preds in as_case.items():
+        diff = differential(preds, model.classes)
+        sug = suggest(diff, preds)
+        pct = {c.name: c.percent for c in diff.counts}
+        print(
+            f"| {domain} | {len(preds)} | {sug.code} | {'yes' if sug.urgent else 'no'} | "
+            f"{diff.blast_percent:.1f} | {pct.get('promyelocyte', 0):.1f} |"
+        )
 
 
 def _row(domain: str, stain: str, ztxt: str, truth: list, pred5: list, n_boot: int) -> None:
