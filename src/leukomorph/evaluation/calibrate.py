@@ -16,10 +16,13 @@ from ..models.registry import ModelCard, load_classifier
 from .runner import exact_targets, predict_rows, split_rows
 
 __all__ = [
+    "conformal_from",
+    "entropy_gate_from",
     "fit_colour_gate",
     "fit_conformal",
     "fit_entropy_gate",
     "fit_tta_temperature",
+    "labelled_probs",
     "patient_datasets",
     "write_confusion",
     "write_conformal",
@@ -33,7 +36,7 @@ __all__ = [
 COLOUR_GATE_MARGIN = 5.0
 
 
-def _labelled_probs(
+def labelled_probs(
     card: ModelCard,
     split: str | os.PathLike[str] | None,
     which: str,
@@ -82,7 +85,12 @@ def fit_conformal(
     reviewed cells as a class-folder tree turned into a split file). ``datasets`` keeps only the
     rows of those data sets (e.g. the patient cohort the sets should cover).
     """
-    source, rows, y, probs, tta = _labelled_probs(card, split, which, tta, progress, "calibrate on", datasets)
+    return conformal_from(labelled_probs(card, split, which, tta, progress, "calibrate on", datasets), alpha)
+
+
+def conformal_from(labelled: tuple, alpha: float = 0.1) -> tuple[ConformalCalibration, dict]:
+    """:func:`fit_conformal` on probabilities already computed (the tuple of ``labelled_probs``)."""
+    source, rows, y, probs, tta = labelled
     cal = calibrate(probs, y, alpha)
     source = {
         **{k: source[k] for k in ("split", "which", "n_cells")},
@@ -105,7 +113,7 @@ def fit_tta_temperature(
     was fitted on). Any temperature already in the card is ignored while fitting."""
     from ..classify.core import sharpen
 
-    source, _, y, probs, tta = _labelled_probs(
+    source, _, y, probs, tta = labelled_probs(
         card, split, which, tta, progress, "fit a temperature on", ignore=("tta_temperature",)
     )
     grid = np.round(np.arange(0.5, 2.0001, 0.005), 3)
@@ -127,13 +135,19 @@ def fit_entropy_gate(
     zoom: the highest per-patient mean entropy among the held-out patients of ``which`` (cases
     from the training sites), plus :data:`~leukomorph.classify.scale.AUTO_GATE_MARGIN`, rounded to
     0.1. Probabilities as ``analyze`` computes them (the card's TTA and its temperatures)."""
-    from ..classify.scale import AUTO_GATE_MARGIN, mean_entropy
-
     _, rows = split_rows(card, split, which)
     datasets = patient_datasets(rows)
     if datasets is None:
         raise DataError(f"split {which!r} has no patients to set a cell-scale gate on")
-    source, rows, _, probs, tta = _labelled_probs(card, split, which, tta, progress, "set a gate on", datasets)
+    return entropy_gate_from(labelled_probs(card, split, which, tta, progress, "set a gate on", datasets))
+
+
+def entropy_gate_from(labelled: tuple) -> dict:
+    """:func:`fit_entropy_gate` on probabilities already computed (the tuple of
+    ``labelled_probs``, restricted to the data sets with patients)."""
+    from ..classify.scale import AUTO_GATE_MARGIN, mean_entropy
+
+    source, rows, _, probs, tta = labelled
     pids = np.array([r["patient_id"] for r in rows])
     worst = max(mean_entropy(probs[pids == p]) for p in np.unique(pids))
     return {

@@ -170,9 +170,11 @@ def evaluate_card(
     the confusion matrix to ``inference.confusion``. The weight file, so the sha256, is untouched.
     """
     from ..evaluation.calibrate import (
+        conformal_from,
+        entropy_gate_from,
         fit_conformal,
-        fit_entropy_gate,
         fit_tta_temperature,
+        labelled_probs,
         patient_datasets,
         write_conformal,
         write_confusion,
@@ -188,13 +190,20 @@ def evaluate_card(
     if val_rows and tta != "none":
         _, value = fit_tta_temperature(ModelCard.from_file(card_path), split, "val", tta)
         write_tta_temperature(card_path, value)
+    patients = patient_datasets(val_rows) if val_rows else None
+    # the validation patients are classified once: conformal sets do not change probabilities, so
+    # the cell-scale gate is set from the same predictions
+    held = None
+    if patients:
+        held = labelled_probs(ModelCard.from_file(card_path), split, "val", tta, None, "calibrate on", patients)
     if conformal_alpha and val_rows:
-        cal, source = fit_conformal(
-            ModelCard.from_file(card_path), split, "val", conformal_alpha, tta, datasets=patient_datasets(val_rows)
-        )
+        if held is not None:
+            cal, source = conformal_from(held, conformal_alpha)
+        else:
+            cal, source = fit_conformal(ModelCard.from_file(card_path), split, "val", conformal_alpha, tta)
         write_conformal(card_path, cal, source)
-    if val_rows and patient_datasets(val_rows):
-        write_entropy_gate(card_path, fit_entropy_gate(ModelCard.from_file(card_path), split, "val", tta))
+    if held is not None:
+        write_entropy_gate(card_path, entropy_gate_from(held))
     metrics, _ = run_evaluation(ModelCard.from_file(card_path), split, "test", eval_dir, n_boot)
     card = json.loads(card_path.read_text())
     card["metrics"] = {**card.get("metrics", {}), "held_out_test": _compact(metrics)}
