@@ -3,12 +3,17 @@
 A classifier that calls 5% of true myelocytes "promyelocyte" inflates the promyelocyte count of a
 myelocyte-rich smear. With ``M[i, j] = P(predicted j | true i)`` from the model card's held-out
 confusion matrix, the expected predicted proportions are ``q = π M`` for true proportions ``π``.
-``π`` is estimated by maximum likelihood on the simplex (the EM algorithm of Saerens et al. 2002 /
-iterative Bayesian unfolding), which never gives negative counts, unlike inverting ``M``.
-
-Uncertainty: a parametric bootstrap that redraws both the case's counts (multinomial) and each row
-of ``M`` (Dirichlet on the held-out counts of that true class, so rare classes with few test cells
-carry their larger uncertainty into the interval); 95% percentile intervals.
+``π`` is estimated by Bayesian unfolding: a Gibbs sampler that alternates (1) each row of ``M``
+drawn from a Dirichlet on the held-out counts of that true class (so rare classes with few test
+cells carry their larger uncertainty into the interval), (2) each predicted cell assigned a true
+class with probability ``∝ π_i M[i, j]``, (3) ``π`` drawn from a Dirichlet on the assigned counts
+plus a Jeffreys prior (0.5 per class). Reported: the posterior median and the 95% credible interval
+of each class. Unlike inverting ``M`` it never gives negative counts; unlike the maximum-likelihood
+EM solution (:func:`unfold`, Saerens et al. 2002), whose bootstrap intervals collapse to
+"0.0 (0.0-0.0)" when the confusion can explain a class away and jump between boundary solutions
+(a lymphocyte interval of 0.1-21.7% in a case with 43 lymphocytes out of 218), the posterior keeps
+every explanation the data allow. The prior pulls a 100-cell case's percentages by about one point
+towards uniform (less with more cells).
 
 Caveats (stated in every result): the confusion was measured on the model's own test split
 (two CellaVision sites, DeepAPL labels are routine sign-outs), so the correction assumes the case
@@ -39,7 +44,10 @@ class CorrectedDifferential:
     blast_percent: float
     blast_ci: tuple[float, float]
     draws: int
-    method: str = "EM (maximum likelihood) unfolding of the held-out confusion; parametric bootstrap 95% CI"
+    method: str = (
+        "Bayesian unfolding of the held-out confusion (Gibbs sampler; confusion rows redrawn from their held-out "
+        "counts; Jeffreys prior); posterior median and 95% credible interval"
+    )
     caveat: str = CAVEAT
 
     def to_dict(self) -> dict:
@@ -94,36 +102,60 @@ def _percentages(pi: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, fl
     return 100 * pi / denom, float(100 * pi[blast].sum() / denom)
 
 
+#: Dirichlet prior on the case's true class proportions (Jeffreys)
+PRIOR = 0.5
+BURN_IN = 300
+
+
 def corrected_differential(
     counts: Sequence[int],
     confusion: np.ndarray,
     classes: Sequence[str],
-    draws: int = 300,
+    draws: int = 1000,
     seed: int = 0,
 ) -> CorrectedDifferential:
-    """``counts``: predicted cells per class of the case; ``confusion``: held-out counts, rows true."""
+    """``counts``: predicted cells per class of the case; ``confusion``: held-out counts, rows true.
+    ``draws``: posterior samples kept (after :data:`BURN_IN`)."""
     counts = np.asarray(counts, float)
     conf = np.asarray(confusion, float)
     if conf.shape != (len(classes), len(classes)) or len(counts) != len(classes):
         raise ValueError("confusion must be K×K and counts of length K for the same K classes")
-    m, support = _row_normalise(conf)
-    point, blast = _percentages(unfold(counts, m), classes)
-    rng = np.random.default_rng(seed)
-    n = int(counts.sum())
     k = len(classes)
-    c_star = rng.multinomial(n, counts / n, size=draws).astype(float) if n else np.zeros((draws, k))
-    g = rng.gamma(conf[None] + 0.5 / k, size=(draws, k, k))  # Dirichlet rows via normalised gammas
-    m_star = np.where((support > 0)[None, :, None], g / g.sum(2, keepdims=True), np.eye(k)[None])
-    pi = _unfold_batch(c_star, m_star)
+    if counts.sum() <= 0:
+        zero = {c: (0.0, 0.0, 0.0) for c in classes}
+        return CorrectedDifferential(percent=zero, blast_percent=0.0, blast_ci=(0.0, 0.0), draws=0)
+    samples = _gibbs(counts, conf, draws, np.random.default_rng(seed))
     boot = np.empty((draws, k))
     boot_b = np.empty(draws)
     for d in range(draws):
-        boot[d], boot_b[d] = _percentages(pi[d], classes)
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-    blo, bhi = np.percentile(boot_b, [2.5, 97.5])
+        boot[d], boot_b[d] = _percentages(samples[d], classes)
+    med, lo, hi = np.percentile(boot, [50, 2.5, 97.5], axis=0)
+    bmed, blo, bhi = np.percentile(boot_b, [50, 2.5, 97.5])
     return CorrectedDifferential(
-        percent={c: (float(point[i]), float(lo[i]), float(hi[i])) for i, c in enumerate(classes)},
-        blast_percent=blast,
+        percent={c: (float(med[i]), float(lo[i]), float(hi[i])) for i, c in enumerate(classes)},
+        blast_percent=float(bmed),
         blast_ci=(float(blo), float(bhi)),
         draws=draws,
     )
+
+
+def _gibbs(counts: np.ndarray, conf: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Posterior samples (draws, K) of the true proportions (module docstring)."""
+    k = len(counts)
+    support = conf.sum(1)
+    observed = np.nonzero(counts)[0]
+    n_obs = counts[observed].astype(int)
+    pi = (counts + PRIOR) / (counts + PRIOR).sum()
+    out = np.empty((draws, k))
+    for t in range(BURN_IN + draws):
+        g = rng.gamma(conf + 0.5 / k)  # Dirichlet rows via normalised gammas
+        m = np.where(support[:, None] > 0, g / np.maximum(g.sum(1, keepdims=True), 1e-300), np.eye(k))
+        w = pi[:, None] * m[:, observed]
+        w /= np.maximum(w.sum(0, keepdims=True), 1e-300)
+        assigned = np.zeros(k)
+        for col, n in enumerate(n_obs):
+            assigned += rng.multinomial(n, w[:, col])
+        pi = rng.dirichlet(assigned + PRIOR)
+        if t >= BURN_IN:
+            out[t - BURN_IN] = pi
+    return out
