@@ -658,15 +658,17 @@ def run_case(
         else {k: model_info[k] for k in ("name", "version", "sha256")}
     )
     if attr_model is not None:
+        if not attr_ok:
+            note = f"fitted on {attr_model.depends_on.get('name')}, not on this cell model"
+        elif switched:
+            note = "not applied: the case was classified by the model for unfamiliar cases"
+        else:
+            note = ""
         model_info["attributes"] = {
             "name": attr_model.name,
             "version": attr_model.version,
             "applied": attr_ok and not switched,
-            "note": ""
-            if attr_ok and not switched
-            else "not applied: the case was classified by the model for unfamiliar cases"
-            if attr_ok
-            else f"fitted on {attr_model.depends_on.get('name')}, not on this cell model",
+            "note": note,
         }
     if switched and config.conformal:  # the sets came from the model for unfamiliar cases
         conformal = model_conformal(active)
