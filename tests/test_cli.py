@@ -102,6 +102,36 @@ def test_per_folder_and_symlinks_kept(sample_dir, tmp_path):
     rows = list(csv.DictReader((out / "B" / "cells.csv").open()))
     assert rows[0]["path"] == str(root / "B" / "link.webp")
     assert json.loads((out / "A" / "results.json").read_text())["suggestion"]["code"] == "too_few_cells"
+    summary = list(csv.DictReader((out / "cases.csv").open()))
+    assert [(r["case"], r["status"], r["cells_classified"]) for r in summary] == [("A", "ok", "3"), ("B", "ok", "1")]
+    assert summary[0]["suggestion"] == "too_few_cells" and summary[0]["report"] == "A/report.html"
+    assert summary[0]["urgent"] == "false" and summary[0]["blast_percent"] != ""
+
+
+def test_per_folder_batch_summary_lists_failed_cases_and_is_not_overwritten(sample_dir, tmp_path):
+    root = tmp_path / "cases"
+    _copy_sample(sample_dir, root / "good", n=4)
+    (root / "broken").mkdir()
+    (root / "broken" / "x.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["analyze", str(root), "--per-folder", "--out", str(out)])
+    assert r.exit_code == 4, r.output  # a case without a readable image; the other case is written
+    rows = {row["case"]: row for row in csv.DictReader((out / "cases.csv").open())}
+    assert rows["good"]["status"] == "ok" and rows["good"]["cells_classified"] == "4"
+    assert rows["broken"]["status"].startswith("error: no readable image") and rows["broken"]["report"] == ""
+    before = (out / "cases.csv").read_bytes()
+    shutil.rmtree(out / "good")  # the case folders are free again; the summary still refuses
+    r = runner.invoke(app, ["analyze", str(root), "--per-folder", "--out", str(out)])
+    assert r.exit_code == 3 and (out / "cases.csv").read_bytes() == before
+
+
+def test_per_folder_refuses_two_cases_of_one_name(sample_dir, tmp_path):
+    _copy_sample(sample_dir, tmp_path / "r1" / "P1", n=2)
+    _copy_sample(sample_dir, tmp_path / "r2" / "P1", n=2)
+    r = runner.invoke(
+        app, ["analyze", str(tmp_path / "r1"), str(tmp_path / "r2"), "--per-folder", "--out", str(tmp_path / "o")]
+    )
+    assert r.exit_code == 2 and "named 'P1'" in r.output
 
 
 def test_models_command():

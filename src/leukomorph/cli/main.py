@@ -91,6 +91,11 @@ def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[s
             cases.append((sub.name, expand_inputs([str(base / sub.name)])))
     if not cases:
         raise ConfigError("--per-folder: no case sub-folders found")
+    seen: set[str] = set()
+    for name, _ in cases:  # two folders' same-named cases would write into one output folder
+        if name in seen:
+            raise ConfigError(f"--per-folder: two case sub-folders are named {name!r}; case names must be unique")
+        seen.add(name)
     return cases
 
 
@@ -143,7 +148,7 @@ def analyze(
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import DEFAULT_CLASSIFIER, load_classifier
     from ..pipeline import AnalyzeConfig, fixed_cell_zoom, run_case
-    from ..report import prepare_output_dir, write_outputs
+    from ..report import case_summary, prepare_batch_summary, prepare_output_dir, write_batch_summary, write_outputs
 
     _check_tta_option(tta)
     if morpho not in (None, "model", "classical", "none"):
@@ -166,6 +171,7 @@ def analyze(
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
         for o in outs.values():
             prepare_output_dir(o, overwrite)  # refuse early, before any work
+        summary = prepare_batch_summary(out, overwrite) if per_folder else None
         clf = load_classifier(cfg.model, threads=cfg.threads)
     except OutputExistsError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -177,6 +183,13 @@ def analyze(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
     code = EXIT_OK
+    rows: list[dict] = []
+
+    def _summarise(row: dict) -> None:  # rewritten after every case: a batch cut short keeps its rows
+        if summary is not None:
+            rows.append(row)
+            write_batch_summary(summary, rows)
+
     for name, files in cases:
         with _progress() as bar:
             task = bar.add_task(f"{name}", total=len(files))
@@ -188,6 +201,7 @@ def analyze(
                 f"[red]error:[/red] case {name}: no readable image among {len(files)} input(s); nothing written"
             )
             code = max(code, EXIT_NO_INPUT)
+            _summarise(case_summary(name, status=f"error: no readable image among {len(files)} input(s)"))
             continue
         try:
             written = write_outputs(result, outs[name], overwrite=overwrite, argv=sys.argv)
@@ -195,7 +209,9 @@ def analyze(
             logging.getLogger(__name__).exception("case %s failed", name)
             console.print(f"[red]error:[/red] case {name}: writing outputs failed ({exc.__class__.__name__}: {exc})")
             code = max(code, EXIT_INTERNAL)
+            _summarise(case_summary(name, status=f"error: writing outputs failed ({exc.__class__.__name__})"))
             continue
+        _summarise(case_summary(name, result, str(written["report.html"].relative_to(out))))
         s = result.suggestion
         colour = "red" if s.urgent else "cyan"
         console.print(
@@ -205,6 +221,8 @@ def analyze(
         console.print(f"report: {written['report.html']}")
         if result.skipped:
             code = max(code, EXIT_SKIPPED)
+    if summary is not None and rows:
+        console.print(f"summary of {len(rows)} case(s): {summary}")
     raise typer.Exit(code)
 
 

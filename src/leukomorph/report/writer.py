@@ -25,7 +25,16 @@ from ..errors import OutputExistsError
 from ..segment import MORPHOMETRIC_COLUMNS
 from ..taxonomy import LINEAGE, NON_WBC
 
-__all__ = ["OUTPUT_FILES", "prepare_output_dir", "write_outputs"]
+__all__ = [
+    "BATCH_COLUMNS",
+    "BATCH_SUMMARY",
+    "OUTPUT_FILES",
+    "case_summary",
+    "prepare_batch_summary",
+    "prepare_output_dir",
+    "write_batch_summary",
+    "write_outputs",
+]
 
 OUTPUT_FILES = ("cells.csv", "results.json", "report.html", "run.json")
 #: written in field mode only (detections as QuPath-readable GeoJSON and as COCO)
@@ -54,6 +63,68 @@ def prepare_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False)
         raise OutputExistsError(str(out))
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+#: ``analyze --per-folder``: one row per case at the top of the output folder
+BATCH_SUMMARY = "cases.csv"
+BATCH_COLUMNS = (
+    "case",
+    "status",
+    "cells_classified",
+    "inputs_skipped",
+    "white_cells",
+    "blast_percent",
+    "blast_ci95_low",
+    "blast_ci95_high",
+    "suggestion",
+    "urgent",
+    "apl_vs_aml_probability",
+    "apl_vs_aml_applicable",
+    "report",
+)
+
+
+def prepare_batch_summary(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """The batch summary's path; refused (:class:`OutputExistsError`) when it exists and not ``overwrite``."""
+    path = Path(out_dir) / BATCH_SUMMARY
+    if path.exists() and not overwrite:
+        raise OutputExistsError(str(path))
+    return path
+
+
+def case_summary(case: str, result=None, report: str = "", status: str = "ok") -> dict:
+    """One row of the batch summary: a case's counts, blast percentage, suggestion and APL score;
+    ``result`` None for a case that produced no outputs (``status`` says why)."""
+    row = dict.fromkeys(BATCH_COLUMNS, "")
+    row.update(case=case, status=status, report=report)
+    if result is None:
+        return row
+    d, s = result.differential, result.suggestion
+    apl = (result.case_scores or {}).get("apl_vs_aml") or {}
+    row.update(
+        cells_classified=len(result.predictions),
+        inputs_skipped=len(result.skipped),
+        white_cells=d.wbc_denominator,
+        blast_percent=f"{d.blast_percent:.1f}",
+        blast_ci95_low=f"{d.blast_ci[0]:.1f}",
+        blast_ci95_high=f"{d.blast_ci[1]:.1f}",
+        suggestion=s.code,
+        urgent=str(s.urgent).lower(),
+        apl_vs_aml_probability="" if apl.get("probability") is None else f"{apl['probability']:.3f}",
+        apl_vs_aml_applicable="" if "applicable" not in apl else str(bool(apl["applicable"])).lower(),
+    )
+    return row
+
+
+def write_batch_summary(path: str | os.PathLike[str], rows: list[dict]) -> Path:
+    """Write (or rewrite, as cases finish) the batch summary CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, BATCH_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
 
 
 def _png_b64(rgb: np.ndarray) -> str:
