@@ -281,3 +281,27 @@ def test_grayscale_export_is_blind_to_hue_at_equal_luminance(tmp_path):
     assert out[False] > 0.05 and out[True] < out[False] / 20, out
     g = to_gray(torch.rand(2, 3, 8, 8))
     assert g.shape == (2, 3, 8, 8) and torch.equal(g[:, 0], g[:, 2])
+
+
+def test_distillation_from_a_teacher_trains_and_a_wrong_teacher_is_refused(tmp_path):
+    from leukomorph.data import load_folder_tree
+    from leukomorph.errors import ConfigError
+    from leukomorph.training.nets import build_net
+    from leukomorph.training.train import TrainConfig, train_classifier
+
+    rng = np.random.default_rng(1)
+    for cls, col in {"blast": (120, 60, 160), "lymphocyte": (60, 60, 200)}.items():
+        for patient in ("P1", "P2", "P3", "P4"):
+            (tmp_path / "data" / cls / patient).mkdir(parents=True)
+            for i in range(3):
+                arr = np.clip(rng.normal(col, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
+    recs = load_folder_tree(tmp_path / "data")
+    teacher = tmp_path / "teacher.pt"
+    torch.save(build_net("lm-resnet-s", 16).state_dict(), teacher)
+    cfg = dict(size=32, epochs=1, batch_size=8, test_fraction=0.25, val_fraction=0.25, threads=1)
+    summary = train_classifier(recs, TrainConfig(**cfg, distill=str(teacher)), tmp_path / "run")
+    assert np.isfinite(summary["history"][0]["loss"]) and summary["config"]["distill"] == str(teacher)
+    torch.save(build_net("lm-resnet-s", 5).state_dict(), tmp_path / "five.pt")  # other classes
+    with pytest.raises(ConfigError, match="16 classes"):
+        train_classifier(recs, TrainConfig(**cfg, distill=str(tmp_path / "five.pt")), tmp_path / "run2")

@@ -494,6 +494,13 @@ def train_classifier_cmd(
         "--grayscale",
         help="Stain-blind model: every input reduced to its luminance, in training and inside the exported graph.",
     ),
+    distill: Path = typer.Option(
+        None,
+        "--distill",
+        help="Knowledge distillation from this teacher (a weights.pt of the same architecture and classes), "
+        "its probabilities averaged over each batch as given and mirrored.",
+    ),
+    distill_weight: float = typer.Option(0.5, help="Share of the loss from the teacher's soft targets."),
     init: Path = typer.Option(
         None,
         "--init",
@@ -530,6 +537,8 @@ def train_classifier_cmd(
         temperature=temperature,
         augment=augment,
         grayscale=grayscale,
+        distill=str(distill) if distill else None,
+        distill_weight=distill_weight,
         init=str(init) if init else None,
     )
     try:  # a bad option (augmentation, balancing, init weights) is a usage error, not a traceback

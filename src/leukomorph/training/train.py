@@ -80,6 +80,13 @@ class TrainConfig:
     #: and inside the exported graph: a stain-blind model for cameras and stains unlike the training
     #: sites' (colour cues such as eosinophil granules are lost)
     grayscale: bool = False
+    #: knowledge distillation: weights.pt of a teacher of the same architecture and classes, run on
+    #: each augmented batch as given and mirrored (its flip-averaged probabilities at
+    #: ``distill_temperature`` are the soft targets); None: no distillation
+    distill: str | None = None
+    #: share of the loss taken by the soft targets (the rest: the label loss)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     extra: dict = field(default_factory=dict)
 
 
@@ -191,6 +198,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, strength: str = "standard") -
 
 def _partial_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~mask, -1e4), 1)).mean()
+
+
+def _distill_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(teacher || student) at temperature ``t`` (scaled by t², Hinton et al. 2015); the teacher's
+    probabilities are averaged over the batch as given and mirrored."""
+    with torch.no_grad():
+        views = (teacher(x).float(), teacher(torch.flip(x, (3,))).float())
+        soft = (torch.softmax(views[0] / t, 1) + torch.softmax(views[1] / t, 1)) / 2
+    return F.kl_div(torch.log_softmax(logits / t, 1), soft, reduction="batchmean") * t * t
 
 
 def _pick_device(name: str) -> torch.device:
@@ -330,6 +346,17 @@ def train_classifier(
             raise ConfigError(f"{cfg.init}: not a backbone of {cfg.arch} (missing {missing}, unexpected {unexpected})")
         log.info("%s initialised from %s", "backbone" if missing else "whole network (warm start)", cfg.init)
     net = net.to(dev).to(memory_format=torch.channels_last)
+    teacher = None
+    if cfg.distill:
+        teacher = build_net(cfg.arch, len(CLASSES), cfg.size)
+        try:
+            teacher.load_state_dict(torch.load(cfg.distill, map_location="cpu"))
+        except RuntimeError as exc:
+            msg = f"{cfg.distill}: not a {cfg.arch} network with the {len(CLASSES)} classes ({exc})"
+            raise ConfigError(msg) from exc
+        teacher = teacher.to(dev).to(memory_format=torch.channels_last).eval()
+        for prm in teacher.parameters():
+            prm.requires_grad_(False)
     ema = torch.optim.swa_utils.AveragedModel(
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
     )
@@ -359,7 +386,12 @@ def train_classifier(
                 x = to_gray(x)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = _partial_nll(net(x).float(), masks_t[idx].to(dev))
+                logits = net(x).float()
+                loss = _partial_nll(logits, masks_t[idx].to(dev))
+                if teacher is not None:
+                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * _distill_loss(
+                        logits, teacher, x, cfg.distill_temperature
+                    )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
