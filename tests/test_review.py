@@ -195,3 +195,29 @@ def test_review_differential_is_the_analysis_differential():
     lo, hi = shown["classes"]["platelet"]["ci95"]
     assert lo < shown["classes"]["platelet"]["percent"] == 10.0 < hi
     assert differential_from_counts({"platelet": 3})["classes"]["platelet"]["ci95"][1] is None  # unbounded, not inf
+
+
+def test_import_of_a_per_folder_batch_imports_every_ok_case(sample_dir, tmp_path, monkeypatch):
+    from leukomorph.review.db import Case
+
+    monkeypatch.chdir(tmp_path)
+    files = sorted(sample_dir.glob("*.webp"))
+    for case, chunk in (("P1", files[:3]), ("P2", files[3:6])):
+        (tmp_path / "in" / case).mkdir(parents=True)
+        for f in chunk:
+            shutil.copy(f, tmp_path / "in" / case / f.name)
+    (tmp_path / "in" / "P3").mkdir()
+    (tmp_path / "in" / "P3" / "x.png").write_bytes(b"not an image")
+    r = CliRunner().invoke(cli, ["analyze", "in", "--per-folder", "--out", "out"])
+    assert r.exit_code == 4, r.output  # P3 had no readable image
+    store = ["--data-dir", str(tmp_path / "store")]
+    r = CliRunner().invoke(cli, ["import", "out", *store])
+    assert r.exit_code == 1 and "imported case 'P1'" in r.output and "imported case 'P2'" in r.output, r.output
+    assert "skipped case 'P3'" in r.output
+    _, factory = make_engine(f"sqlite:///{tmp_path / 'store' / 'review.sqlite'}")
+    with factory() as s:
+        assert sorted(c.name for c in s.query(Case)) == ["P1", "P2"]
+    r = CliRunner().invoke(cli, ["import", "out", *store])  # again: each case refused, the batch goes on
+    assert r.exit_code == 1 and r.output.count("already in the store") == 2
+    r = CliRunner().invoke(cli, ["import", "out", "--name", "x", *store])
+    assert r.exit_code == 2

@@ -344,17 +344,43 @@ _DB_HELP = "SQLAlchemy database URL (default: SQLite file in the data folder; po
 
 @app.command("import")
 def import_cmd(
-    results_dir: Path = typer.Argument(..., help="An analyze output folder (cells.csv, results.json)."),
+    results_dir: Path = typer.Argument(
+        ...,
+        help="An analyze output folder (cells.csv, results.json), or the top folder of `analyze --per-folder` "
+        "(cases.csv): every case it lists as ok.",
+    ),
     name: str = typer.Option(None, "--name", help="Case name in the store (default: the analysed case name)."),
     data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
 ) -> None:
     """Load analyze output into the review store (cell images copied by content hash)."""
-    from ..review.store import import_results
+    from ..report import BATCH_SUMMARY
+    from ..review.store import batch_cases, import_results
 
+    batch = (results_dir / BATCH_SUMMARY).is_file() and not (results_dir / "results.json").is_file()
+    if batch and name:
+        console.print("[red]error:[/red] --name names one case; a batch keeps each case's own name")
+        raise typer.Exit(EXIT_USAGE)
     with _review_store(data_dir, db_url) as (home, s):
-        case = import_results(s, results_dir, home, name)
-        console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+        if not batch:
+            case = import_results(s, results_dir, home, name)
+            console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+            return
+        code = EXIT_OK
+        for case_name, folder, status in batch_cases(results_dir):
+            if folder is None:
+                console.print(f"[yellow]skipped[/yellow] case {case_name!r}: {status}")
+                code = EXIT_SKIPPED
+                continue
+            try:
+                case = import_results(s, folder, home)
+            except LeukoMorphError as exc:  # one case must not stop the batch
+                s.rollback()
+                console.print(f"[yellow]skipped[/yellow] case {case_name!r}: {exc}")
+                code = EXIT_SKIPPED
+                continue
+            console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+    raise typer.Exit(code)
 
 
 @app.command("add-user")

@@ -135,6 +135,22 @@ def import_results(
     return case
 
 
+def batch_cases(root: str | os.PathLike[str]) -> list[tuple[str, Path | None, str]]:
+    """The cases of an ``analyze --per-folder`` output folder, from its summary (``cases.csv``):
+    (case name, its output folder or None when it produced none, the summary's status)."""
+    from ..report import BATCH_SUMMARY
+
+    summary = Path(root) / BATCH_SUMMARY
+    if not summary.is_file():
+        raise DataError(f"{root}: no {BATCH_SUMMARY} (not an analyze --per-folder output folder)")
+    with summary.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        (r["case"], (Path(root) / r["report"]).parent if r["status"] == "ok" and r["report"] else None, r["status"])
+        for r in rows
+    ]
+
+
 def export_labels(
     db: Session, data_dir: str | os.PathLike[str], out: str | os.PathLike[str], signed_only: bool = True
 ) -> int:
