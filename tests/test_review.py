@@ -221,3 +221,46 @@ def test_import_of_a_per_folder_batch_imports_every_ok_case(sample_dir, tmp_path
     assert r.exit_code == 1 and r.output.count("already in the store") == 2
     r = CliRunner().invoke(cli, ["import", "out", "--name", "x", *store])
     assert r.exit_code == 2
+
+
+def test_reopen_a_signed_case_for_an_amended_report(store):
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', page.split('id="queue"')[1].split("<h2>")[0])}:
+        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    assert c.post(f"/cases/{case_id}/reopen", data={"csrf": csrf, "reason": "x"}).status_code == 409  # not signed
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    v1 = c.get(f"/cases/{case_id}/reports/1").text
+    assert 'id="reopen"' in c.get(f"/cases/{case_id}").text
+    assert c.post(f"/cases/{case_id}/reopen", data={"csrf": csrf, "reason": "  "}).status_code == 422
+    assert c.post(f"/cases/{case_id}/reopen", data={"reason": "typo"}).status_code == 403  # CSRF
+    tech = TestClient(create_app(url, data))
+    tcsrf = _login(tech, "tech")
+    assert tech.post(f"/cases/{case_id}/reopen", data={"csrf": tcsrf, "reason": "typo"}).status_code == 403
+    why = "cell 3 is a <b>blast</b>"
+    r = c.post(f"/cases/{case_id}/reopen", data={"csrf": csrf, "reason": why}, follow_redirects=False)
+    assert r.status_code == 303
+    cell = int(re.findall(r'data-id="(\d+)"', page)[0])
+    r = c.post(f"/api/cells/{cell}/label", json={"label": "blast"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200  # open again for relabelling
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    v2 = c.get(f"/cases/{case_id}/reports/2").text
+    assert "Amended report" in v2 and "replaces version 1" in v2
+    assert "&lt;b&gt;blast&lt;/b&gt;" in v2 and "<b>blast</b>" not in v2  # the reason is escaped
+    assert c.get(f"/cases/{case_id}/reports/1").text == v1  # the first version is untouched
+    csv_text = c.get(f"/cases/{case_id}/audit.csv").text
+    assert "reopened" in csv_text and csv_text.index("reopened") < csv_text.rindex("signed_out")
+
+
+def test_pages_escape_user_supplied_names(store, tmp_path):
+    url, data, _, factory = store
+    evil = '<img src=x onerror="alert(1)">'
+    with factory() as s:
+        case = import_results(s, tmp_path / "out", data, name=evil)
+        case_id = case.id
+    c = TestClient(create_app(url, data))
+    _login(c)
+    for page in (c.get("/").text, c.get(f"/cases/{case_id}").text, c.get(f"/cases/{case_id}/audit").text):
+        assert evil not in page and "&lt;img src=x" in page

@@ -39,6 +39,8 @@ MAX_BODY = 64 * 1024
 LOGIN_WINDOW_S, LOGIN_MAX_FAILS = 300, 5
 CAN_RELABEL = ("technologist", "hematologist", "admin")
 CAN_SIGN = ("hematologist", "admin")
+#: longest accepted reason for re-opening a signed case (characters)
+MAX_REASON = 500
 #: keyboard shortcuts in the case view (one key per class)
 KEYS = dict(zip("1234567890qwertyu", CLASSES, strict=False))
 
@@ -81,7 +83,11 @@ def differential_from_counts(counts: dict[str, int]) -> dict:
 def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
     engine, factory = make_engine(db_url)
     images = image_dir(data_dir).resolve()
-    env = Environment(loader=PackageLoader("leukomorph.review", "templates"), autoescape=select_autoescape())
+    # the templates end in .j2: select_autoescape() alone would leave them unescaped (case names,
+    # file names and reasons are user input)
+    env = Environment(
+        loader=PackageLoader("leukomorph.review", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
     fails: dict[str, deque] = defaultdict(deque)
     write_lock = threading.Lock()
     app = FastAPI(title="LeukoMorph review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -299,6 +305,15 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             raise HTTPException(status_code=409, detail=f"{len(todo)} flagged cells are not reviewed yet")
         version = (s.scalar(select(func.max(SignedReport.version)).where(SignedReport.case_id == c.id)) or 0) + 1
         corrections = [x for x in c.cells if x.label and x.label != x.predicted]
+        reopened = (
+            s.scalar(
+                select(AuditEvent)
+                .where(AuditEvent.case_id == c.id, AuditEvent.action == "reopened")
+                .order_by(AuditEvent.id.desc())
+            )
+            if version > 1
+            else None
+        )
         html = env.get_template("signed.html.j2").render(
             case=c,
             diff=differential_of(list(c.cells)),
@@ -307,10 +322,36 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             version=version,
             corrections=corrections,
             results=c.results,
+            amends=reopened,
         )
         s.add(SignedReport(case_id=c.id, version=version, signed_by=sess.user.username, html=html, sha256=_sha(html)))
         c.status = "signed"
         s.add(AuditEvent(username=sess.user.username, case_id=c.id, action="signed_out", after=f"report v{version}"))
+        s.commit()
+        return RedirectResponse(f"/cases/{c.id}", status_code=303)
+
+    @app.post("/cases/{case_id}/reopen")
+    def reopen(
+        case_id: int,
+        request: Request,
+        csrf: str = Form(""),
+        reason: str = Form(""),
+        sess: LoginSession = Depends(current),
+        s: Session = Depends(db),
+    ):
+        """Re-open a signed case for an amendment: the signed reports stay as they are (immutable);
+        the next sign-out writes the next version, which names the version it amends and why."""
+        csrf_ok(request, sess, csrf)
+        if sess.user.role not in CAN_SIGN:
+            raise HTTPException(status_code=403, detail="only a hematologist can re-open a signed case")
+        reason = reason.strip()
+        if not reason or len(reason) > MAX_REASON:
+            raise HTTPException(status_code=422, detail=f"give a reason for re-opening (1-{MAX_REASON} characters)")
+        c = _case(s, case_id)
+        if c.status != "signed":
+            raise HTTPException(status_code=409, detail="case is not signed out")
+        c.status = "open"
+        s.add(AuditEvent(username=sess.user.username, case_id=c.id, action="reopened", before="signed", after=reason))
         s.commit()
         return RedirectResponse(f"/cases/{c.id}", status_code=303)
 
