@@ -1,5 +1,7 @@
 """Review workstation: import, login, CSRF, relabel with audit, sign-out rules, security checks."""
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -252,6 +254,10 @@ def test_reopen_a_signed_case_for_an_amended_report(store):
     assert c.get(f"/cases/{case_id}/reports/1").text == v1  # the first version is untouched
     csv_text = c.get(f"/cases/{case_id}/audit.csv").text
     assert "reopened" in csv_text and csv_text.index("reopened") < csv_text.rindex("signed_out")
+    formula = '=HYPERLINK("http://x","y")'
+    c.post(f"/cases/{case_id}/reopen", data={"csrf": csrf, "reason": formula})
+    rows = list(csv.reader(io.StringIO(c.get(f"/cases/{case_id}/audit.csv").text)))
+    assert rows[-1][-1] == "'" + formula  # a spreadsheet shows it as text instead of running it
 
 
 def test_pages_escape_user_supplied_names(store, tmp_path):

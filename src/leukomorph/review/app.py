@@ -53,6 +53,12 @@ class LabelIn(BaseModel):
     label: str = Field(max_length=40)
 
 
+def _cell(text: str) -> str:
+    """A CSV field a spreadsheet will not run as a formula (OWASP CSV injection): text that starts
+    with =, +, -, @, a tab or a carriage return gets a leading apostrophe."""
+    return "'" + text if text and text[0] in "=+-@\t\r" else text
+
+
 def differential_of(cells: list[Cell]) -> dict:
     """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
     counts: dict[str, int] = defaultdict(int)
@@ -375,7 +381,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         w = csv.writer(buf)
         w.writerow(["id", "time_utc", "user", "action", "cell_id", "before", "after"])
         for e in s.scalars(select(AuditEvent).where(AuditEvent.case_id == c.id).order_by(AuditEvent.id)):
-            w.writerow([e.id, e.ts.isoformat(), e.username, e.action, e.cell_id or "", e.before, e.after])
+            w.writerow(
+                [e.id, e.ts.isoformat(), _cell(e.username), e.action, e.cell_id or "", _cell(e.before), _cell(e.after)]
+            )
         return Response(
             buf.getvalue(),
             media_type="text/csv",
