@@ -65,35 +65,23 @@ class CorrectedDifferential:
 
 
 def unfold(counts: np.ndarray, m: np.ndarray, iters: int = 500, tol: float = 1e-9) -> np.ndarray:
-    """Maximum-likelihood true proportions π (sum 1) given predicted ``counts`` and ``M`` (rows sum 1)."""
+    """Maximum-likelihood true proportions π (sum 1) given predicted ``counts`` and ``M`` (rows sum
+    1), by EM; stops once no proportion moves by ``tol`` or more. Not used for the corrected
+    differential (see the module docstring); kept to show what maximum likelihood gives."""
     counts = np.asarray(counts, float)
+    m = np.asarray(m, float)
     if counts.sum() <= 0:
         return np.zeros(len(counts))
-    return _unfold_batch(counts[None], np.asarray(m, float)[None], iters, tol)[0]
-
-
-def _unfold_batch(counts: np.ndarray, m: np.ndarray, iters: int = 300, tol: float = 0.0) -> np.ndarray:
-    """EM for D cases at once: counts (D, K), m (D, K, K); stops early once no proportion moves by
-    ``tol`` or more (``tol=0``: always ``iters`` steps)."""
-    d, k = counts.shape
-    n = np.maximum(counts.sum(1, keepdims=True), 1e-12)
-    pi = np.full((d, k), 1.0 / k)
+    pi = np.full(len(counts), 1.0 / len(counts))
     for _ in range(iters):
-        q = np.einsum("dk,dkj->dj", pi, m)
+        q = pi @ m
         ratio = np.divide(counts, q, out=np.zeros_like(q), where=q > 0)
-        new = pi * np.einsum("dkj,dj->dk", m, ratio) / n
-        new /= np.maximum(new.sum(1, keepdims=True), 1e-12)
+        new = pi * (m @ ratio) / counts.sum()
+        new /= max(new.sum(), 1e-12)
         if np.abs(new - pi).max() < tol:
             return new
         pi = new
     return pi
-
-
-def _row_normalise(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    conf = np.asarray(conf, float)
-    support = conf.sum(1)
-    m = np.where(support[:, None] > 0, conf / np.maximum(support[:, None], 1), np.eye(len(conf)))
-    return m, support
 
 
 def _percentages(pi: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, float]:
