@@ -248,6 +248,11 @@ def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
 BALANCE_MODES = ("class", "source")
 
 
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
 def sampling_weights(recs: Sequence[LabelledImage], masks: np.ndarray, power: float, by: str = "class") -> np.ndarray:
     """Sampling probability of each training item: weight ∝ frequency^-power of its class.
 
@@ -257,8 +262,7 @@ def sampling_weights(recs: Sequence[LabelledImage], masks: np.ndarray, power: fl
     as DeepAPL eosinophils, not as 64 of PBC's 1,600. A partially labelled item gets the mean
     weight of its classes. Returns probabilities summing to 1.
     """
-    if by not in BALANCE_MODES:
-        raise ConfigError(f"unknown balance_by {by!r}; choose one of {', '.join(BALANCE_MODES)}")
+    _check_choice(by, BALANCE_MODES, "balance_by")
     k = masks.sum(1)
     if by == "class":
         exact_counts = Counter(r.classes[0] for r in recs if r.exact)
@@ -282,10 +286,9 @@ def train_classifier(
     progress: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train, export ``model.onnx`` + ``split.csv`` + ``training.json`` into ``out_dir``; return a summary."""
-    if cfg.balance_by not in BALANCE_MODES:
-        raise ConfigError(f"unknown balance_by {cfg.balance_by!r}; choose one of {', '.join(BALANCE_MODES)}")
-    if cfg.augment not in AUGMENT_MODES:
-        raise ConfigError(f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_MODES)}")
+    # checked before the (long) decoding of the crops; sampling_weights checks again for its own callers
+    _check_choice(cfg.balance_by, BALANCE_MODES, "balance_by")
+    _check_choice(cfg.augment, AUGMENT_MODES, "augmentation")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda stage, info: None)
