@@ -224,6 +224,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             csrf=sess.csrf,
             reports=list(reports),
             results=c.results,
+            max_reason=MAX_REASON,
         )
 
     @app.get("/cells/{cell_id}/image")
