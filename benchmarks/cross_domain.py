@@ -114,11 +114,11 @@ def main() -> None:
                 got = _unfamiliar(model, fallback, imgs, tta) if scale == "auto" and stain == "none" else None
                 if got is not None:
                     preds, ztxt = got
-                if scale == "auto":
-                    as_case[domain] = preds
                 else:
                     z, ztxt = _zoom(scale, model, imgs, stain, tta)
                     preds = classify_crops(model, imgs, [r.path for r in rs], tta=tta, stain=stain, zoom=z)
+                if scale == "auto":  # as analyze ships it
+                    as_case[domain] = preds
                 pred5 = [WBC5_GROUP.get(p.predicted_class) or "(other)" for p in preds]
                 _row(domain, stain, ztxt, truth, pred5, a.n_boot)
                 t, pr = pooled.setdefault((stain, scale), ([], []))
