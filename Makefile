@@ -48,6 +48,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/cross_domain.py
 	$(BIN)/python benchmarks/cell_scale.py
 	$(BIN)/python benchmarks/healthy_cases.py
+	$(BIN)/python benchmarks/slides.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

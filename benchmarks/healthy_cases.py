@@ -14,7 +14,8 @@ platelets, 9% erythroblasts, 18% IG), a mixture no patient has, which tests the 
 applicability check more than their score. Printed per mix: how often each suggestion fired
 (every "APL suspected" and "acute leukemia suspected" here is a false alarm), and the learned
 APL score (median, max), how often it reached the rules' 0.5 and how often it was applicable
-(only an applicable score is used by the rules)."""
+(only an applicable score is used by the rules). Then txl_pbc's smear fields, one case per source
+and split, through `analyze --fields`: the same table's columns for cells the detector finds."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=20, help="cases per mix")
     ap.add_argument("--cells", type=int, default=100, help="crops per case")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-fields", action="store_true", help="skip the smear-field section (txl_pbc)")
     a = ap.parse_args()
     card = get_card(DEFAULT_CLASSIFIER)
     rows = [r for r in read_split(default_split(card)) if r["split"] == "test" and r["dataset"] == "pbc"]
@@ -73,6 +75,38 @@ def main() -> None:
         score = f"{np.median(p):.2f} ({max(p):.2f})" if p else "–"
         high = sum(v >= 0.5 for v in p)
         print(f"| {mix_name} | {sugg} | {score} | {high}/{len(p)} | {app}/{len(results)} |")
+    if not a.no_fields:
+        fields_section(root)
+
+
+def fields_section(root: Path) -> None:
+    """txl_pbc's fields, one case per source and split, through `analyze --fields`: PBC and
+    Raabin-WBC are healthy donors' blood (BCCD and BCDD do not say), so an APL alarm there is false."""
+    import csv
+
+    base = root / "txl_pbc"
+    rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
+    print("\nSmear fields (`analyze --fields`), one case per txl_pbc source and split:\n")
+    print("| source | split | fields | white cells | suggestion | APL score | applicable |")
+    print("|---|---|---:|---:|---|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in ("PBC", "Raabin-WBC", "BCCD", "BCDD"):
+            for split in ("val", "train"):
+                fs = [str(base / r["image"]) for r in rows if r["source_dataset"] == source and r["split"] == split]
+                out = Path(tmp) / f"{source}-{split}"
+                cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", *fs, "--fields", "--out", str(out)]
+                cmd += ["--morphometrics", "none"]
+                subprocess.run(cmd, check=False, capture_output=True)
+                if not (out / "results.json").is_file():
+                    print(f"| {source} | {split} | {len(fs)} | 0 | (no output) | | |")
+                    continue
+                r = json.loads((out / "results.json").read_text())
+                apl = r["case_scores"].get("apl_vs_aml", {})
+                prob = apl.get("probability")
+                print(
+                    f"| {source} | {split} | {len(fs)} | {r['n_classified']} | {r['suggestion']['code']} | "
+                    f"{'–' if prob is None else f'{prob:.2f}'} | {str(bool(apl.get('applicable'))).lower()} |"
+                )
 
 
 if __name__ == "__main__":

@@ -158,6 +158,9 @@ def test_analyze_fields_with_the_learned_detector(tmp_path):
     assert all(f["all_applicable"] == "false" for f in fields)
     res = json.loads((out / "results.json").read_text())
     assert res["case_scores"]["all_subtype"]["status"] == "ok"
+    # the APL case model was validated on analyser crops only: scored, never used for field cells
+    apl = res["case_scores"]["apl_vs_aml"]
+    assert apl["applicable"] is False and "single-cell analyser crops" in apl["applicability_note"]
     geo = json.loads((out / "detections.geojson").read_text())
     kinds = {f["properties"]["classification"]["name"] for f in geo["features"]}
     assert "red_blood_cell" in kinds and any("nucleusGeometry" in f for f in geo["features"])

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 import cv2
@@ -33,10 +34,12 @@ from .classify.scale import (
     unfamiliar_fallback,
 )
 from .detect import Detection, detect_white_cells
+from .detect.zone import BLOCK_UM, DEFAULT_COVERAGE, MAX_THICK_FRACTION, Tile, plan_reading_zone, tile_coverage
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
 from .imageops import border_fill
-from .io import read_image
+from .io import MAX_PIXELS, read_image
+from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
@@ -100,6 +103,15 @@ class AnalyzeConfig:
     #: transfer), recorded in results.json and the report. False: the cell model alone, at the zoom
     #: its search chooses.
     unfamiliar_model: bool = True
+    #: inputs are whole-slide images (the formats OpenSlide reads): the tiles of each slide's
+    #: reading zone are read as smear fields (implies ``fields``); see :mod:`leukomorph.detect.zone`
+    slides: bool = False
+    #: slides: stop reading tiles once this many white cells are counted (0: read the whole zone)
+    max_white_cells: int = 500
+    #: slides: a tile is counted when this fraction of it (full resolution) is covered by cells
+    zone_coverage: tuple[float, float] = DEFAULT_COVERAGE
+    #: slides: seed of the order in which the zone's tiles are read
+    zone_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,10 @@ class CaseResult:
     attributes: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
     #: field mode: image path → detector, object counts, scale, red cells and platelets found
     fields: dict[str, dict] = field(default_factory=dict)
+    #: slide mode: slide path → what the slide is, its reading zone, tiles read and counted, cells
+    slides: dict[str, dict] = field(default_factory=dict)
+    #: slide mode: slide path → (overview RGB uint8, its downsample from level 0), for the report
+    slide_overviews: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
 
 
 def _read(path: str) -> Image | Skipped:
@@ -426,6 +442,17 @@ class _LazyCrops(Sequence):
         return item.pixels
 
 
+#: why learned case scores are not used on cells cut from fields or slides: the case models
+#: were fitted and validated on the single-cell crops of CellaVision analysers (DeepAPL); on
+#: healthy-donor fields of another camera (txl_pbc's Raabin-WBC) the APL score reached 0.99 while
+#: passing every applicability check (benchmarks/healthy_cases.py, fields section)
+FIELD_CROPS_UNVALIDATED = (
+    "cells cut from smear fields or slides by the detector: the case models were fitted and validated on "
+    "single-cell analyser crops only (on healthy-donor fields of another camera the APL score reached 0.99), "
+    "so the rules use the counts"
+)
+
+
 def _cell_scale(
     model, preds: list[CellPrediction], config: AnalyzeConfig, fixed_zoom: float | None, case: str, **classify
 ) -> tuple[list[CellPrediction], dict, str | None, Any]:
@@ -437,15 +464,16 @@ def _cell_scale(
     ``config.unfamiliar_model``; otherwise it is re-classified at the zoom
     :func:`~leukomorph.classify.scale.search_zoom` chooses (only when that is not 1).
     ``classify``: the keyword arguments of the ordinary :func:`classify_crops` call."""
-    if config.fields:
-        return (
-            preds,
-            {"mode": "fields", "note": "scaled per field by the detector (red-cell ruler or pixel size)"},
-            None,
-            model,
-        )
     native = mean_entropy(np.array([p.probabilities for p in preds])) if preds else 0.0
     gate = model_entropy_gate(model)
+    if config.fields:
+        info = {
+            "mode": "fields",
+            "note": "scaled per field by the detector (red-cell ruler or pixel size)",
+            "mean_entropy": round(native, 4),
+            "gate": gate,
+        }
+        return preds, info, FIELD_CROPS_UNVALIDATED, model
     unfamiliar = (
         f"the cells look unlike the cell model's training images (mean prediction entropy {native:.2f} > "
         f"{gate:g} at the scale given): the case model's score is outside its validated domain"
@@ -499,6 +527,159 @@ def _cell_scale(
     return preds, out, unfamiliar, model
 
 
+#: slides: tile core side and margin in µm (a margin wider than the largest blast's radius, so
+#: the tile that counts a cell sees it whole), and in pixels of the level read when the slide
+#: states no pixel size
+SLIDE_TILE_UM = 200.0
+SLIDE_MARGIN_UM = 16.0
+SLIDE_TILE_PX = 1024
+SLIDE_MARGIN_PX = 192
+SLIDE_BLOCK_PX = 192
+#: a box within this many pixels of a tile's edge is cut by it (unless the edge is the slide's)
+EDGE_PX = 2
+#: slides: tiles read at a time (each is a few MB)
+SLIDE_CHUNK = 4
+#: slides: longer side of the overview the reading zone is planned on
+OVERVIEW_PX = 4096
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A slide tile being read: its slide, its tile, the level read and its downsample, the glass."""
+
+    slide: str
+    tile: Tile
+    level: int
+    downsample: float
+    white: tuple[float, float, float]
+    size: tuple[int, int]  # the slide's level-0 width and height
+    #: side of the squares checked for thick patches, pixels of the level read
+    block: int
+
+    def core_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """The part of the tile's pixels that is its core."""
+        x0, y0, x1, y1 = self.tile.core
+        rx, ry = self.tile.read[:2]
+        d = self.downsample
+        return rgb[round((y0 - ry) / d) : round((y1 - ry) / d), round((x0 - rx) / d) : round((x1 - rx) / d)]
+
+    def to_slide(self, x: float, y: float) -> tuple[float, float]:
+        """Level-0 slide coordinates of a point in the tile's pixels."""
+        return self.tile.read[0] + x * self.downsample, self.tile.read[1] + y * self.downsample
+
+
+def _read_level(info, target_um: float | None) -> int:
+    """Coarsest level whose pixels are no larger than 1.5× the detector's scale (level 0 when the
+    slide states no pixel size)."""
+    if not info.mpp or not target_um:
+        return 0
+    ok = [i for i in range(len(info.level_downsamples)) if info.level_mpp(i) <= target_um * 1.5]
+    return max(ok, key=lambda i: info.level_downsamples[i]) if ok else 0
+
+
+def slide_tiles(
+    paths: Sequence[str], config: AnalyzeConfig, detector_um: float | None = None
+) -> tuple[list[str], dict[str, _Region], dict[str, dict], dict[str, tuple[np.ndarray, float]], list[Skipped]]:
+    """Expand whole-slide images into their reading zones' tiles (region sources, slides interleaved
+    so that a count stopped early samples every slide); per slide its record and overview; inputs
+    that are not whole-slide images are skipped with the reason."""
+    per_slide: list[list[str]] = []
+    regions: dict[str, _Region] = {}
+    slides: dict[str, dict] = {}
+    overviews: dict[str, tuple[np.ndarray, float]] = {}
+    skipped: list[Skipped] = []
+    for p in paths:
+        try:
+            info = open_slide(p)
+            if not is_whole_slide(info, MAX_PIXELS):
+                raise ImageReadError(p, "a single-level image, not a whole slide: analyse it with --fields")
+            thumb, ds_thumb = read_thumbnail(p, OVERVIEW_PX)
+        except ImageReadError as exc:
+            log.warning("skipped %s: %s", p, exc.reason)
+            skipped.append(Skipped(p, exc.reason))
+            continue
+        level = _read_level(info, detector_um)
+        ds = info.level_downsamples[level]
+        um = info.level_mpp(level)
+        core_px = int(np.clip(round(SLIDE_TILE_UM / um), 512, 2048)) if um else SLIDE_TILE_PX
+        margin_px = max(64, int(np.ceil(SLIDE_MARGIN_UM / um))) if um else SLIDE_MARGIN_PX
+        block = max(16, round(BLOCK_UM / um)) if um else SLIDE_BLOCK_PX
+        core, margin = round(core_px * ds), round(margin_px * ds)
+        zone = plan_reading_zone(thumb, ds_thumb, info.dimensions, core, margin, seed=config.zone_seed)
+        srcs = []
+        for t in zone.tiles:
+            src = region_source(p, *t.read, level)
+            regions[src] = _Region(p, t, level, ds, zone.white, info.dimensions, block)
+            srcs.append(src)
+        per_slide.append(srcs)
+        slides[p] = {
+            **info.to_dict(),
+            "read_level": level,
+            "read_um_per_px": info.level_mpp(level),
+            "tile_core_px": core_px,
+            "tile_margin_px": margin_px,
+            "zone": {**zone.to_dict(), "coverage_range": list(config.zone_coverage)},
+            "tiles_read": 0,
+            "tiles_counted": 0,
+            "tiles_sparse": 0,
+            "tiles_thick": 0,
+            "white_cells": 0,
+            "stopped": None,
+        }
+        overviews[p] = (thumb, ds_thumb)
+        log.info("%s: %d of %d grid tiles have smear on them", p, len(srcs), zone.n_grid)
+    order = [s for group in zip_longest(*per_slide) for s in group if s is not None]
+    return order, regions, slides, overviews, skipped
+
+
+def _box_iou(box, others: list) -> float:
+    """Largest IoU of ``box`` with any of ``others`` (x0, y0, x1, y1 each)."""
+    if not others:
+        return 0.0
+    o = np.asarray(others, float)
+    ix = np.clip(np.minimum(o[:, 2], box[2]) - np.maximum(o[:, 0], box[0]), 0, None)
+    iy = np.clip(np.minimum(o[:, 3], box[3]) - np.maximum(o[:, 1], box[1]), 0, None)
+    inter = ix * iy
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (o[:, 2] - o[:, 0]) * (o[:, 3] - o[:, 1]) - inter
+    return float((inter / np.maximum(union, 1e-9)).max())
+
+
+def _own(found, info: dict, reg: _Region, seen: list | None = None):
+    """Keep the detections (and objects) whose centre lies in the tile's core and that no tile edge
+    cuts (a cut cell's box is off its centre: the neighbour that owns it sees it whole); recount.
+    ``seen``: the slide's white-cell boxes kept so far (level-0 pixels); a cell on a core boundary
+    whose two views put its centre on either side is kept once (IoU ≥ 0.5), and ``seen`` grows."""
+    rx, ry, rw, rh = reg.tile.read
+    w, h = rw / reg.downsample, rh / reg.downsample
+    left, top = rx > 0, ry > 0  # edges inside the slide (the slide's own edges cut nothing away)
+    right, bottom = rx + rw < reg.size[0], ry + rh < reg.size[1]
+
+    def owned(x0, y0, x1, y1) -> bool:
+        cut = (
+            (left and x0 <= EDGE_PX)
+            or (top and y0 <= EDGE_PX)
+            or (right and x1 >= w - EDGE_PX)
+            or (bottom and y1 >= h - EDGE_PX)
+        )
+        return not cut and reg.tile.owns(*reg.to_slide((x0 + x1) / 2, (y0 + y1) / 2))
+
+    found = [d for d in found if owned(d.x0, d.y0, d.x1, d.y1)]
+    if seen is not None:
+        mine = []
+        for d in found:
+            (a, b), (c, e) = reg.to_slide(d.x0, d.y0), reg.to_slide(d.x1, d.y1)
+            if _box_iou((a, b, c, e), seen) < 0.5:
+                seen.append((a, b, c, e))
+                mine.append(d)
+        found = mine
+    objects = [o for o in info.get("objects", []) if owned(o["x0"], o["y0"], o["x1"], o["y1"])]
+    info = {**info, "n_white_cells": len(found), "objects": objects}
+    if info.get("n_red_cells") is not None:
+        info["n_red_cells"] = sum(o["label"] == "red_blood_cell" for o in objects)
+        info["n_platelets"] = sum(o["label"] == "platelet" for o in objects)
+    return found, info
+
+
 def run_case(
     paths: Sequence[str],
     case: str = "case",
@@ -506,8 +687,16 @@ def run_case(
     model=None,
     progress: Progress | None = None,
 ) -> CaseResult:
-    """Analyse one case made of single-cell crop files. Unreadable inputs are skipped and reported."""
+    """Analyse one case made of single-cell crop files (smear fields with ``config.fields``, whole
+    slides with ``config.slides``). Unreadable inputs are skipped and reported."""
     t0 = time.perf_counter()
+    if config.slides and not config.fields:
+        config = dataclasses.replace(config, fields=True)
+    if config.max_white_cells < 0:
+        raise ConfigError(f"max_white_cells must be >= 0, not {config.max_white_cells}")
+    lo, hi = config.zone_coverage
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ConfigError(f"zone_coverage must be two fractions lo < hi, not {config.zone_coverage}")
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)
@@ -546,6 +735,16 @@ def run_case(
             c: config.detection_threshold if config.detection_threshold is not None else t
             for c, t in detector.score_thresholds.items()
         }
+    regions: dict[str, _Region] = {}
+    slides: dict[str, dict] = {}
+    overviews: dict[str, tuple[np.ndarray, float]] = {}
+    skipped: list[Skipped] = []
+    inputs: list[InputRecord] = []
+    if config.slides:
+        paths, regions, slides, overviews, skipped = slide_tiles(
+            paths, config, detector.um_per_px if detector is not None else None
+        )
+        inputs = [InputRecord(s.source, "", f"error: {s.reason}") for s in skipped]
     field_info: dict[str, dict] = {}
     field_model, field_status = None, None
     if config.fields and config.field_model:
@@ -554,27 +753,63 @@ def run_case(
             card, detector.card if detector is not None else None, det_threshold.get("white_blood_cell")
         )
     morpho: dict[str, dict[str, float]] = {}
-    inputs: list[InputRecord] = []
     preds: list[CellPrediction] = []
-    skipped: list[Skipped] = []
     thumbs: dict[str, np.ndarray] = {}
     detections: dict[str, dict] = {}
     pixel_um: dict[str, float | None] = {}
     masks: dict[str, dict[str, list]] = {}
     classify = dict(batch_size=config.batch_size, tta=tta, conformal=conformal, embeddings=want_emb)
-    total, done = len(paths), 0
+    total, done, n_white, stopped = len(paths), 0, 0, None
+    seen_boxes: dict[str, list] = {}  # slide → white-cell boxes counted so far (level-0 pixels)
+    step = SLIDE_CHUNK if config.slides else config.batch_size
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, total, config.batch_size):
-            chunk = paths[start : start + config.batch_size]
+        for start in range(0, total, step):
+            chunk = paths[start : start + step]
             crops, sources = [], []
             for item in pool.map(_read, chunk):
+                if stopped:  # read with the chunk, after the count was reached: not used
+                    continue
+                reg = regions.get(item.source)
                 if isinstance(item, Skipped):
                     log.warning("skipped %s: %s", item.source, item.reason)
                     skipped.append(item)
                     inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
                 elif config.fields:
                     px_um = config.pixel_size_um or item.pixel_size_um
+                    if reg is not None:
+                        sl = slides[reg.slide]
+                        sl["tiles_read"] += 1
+                        cov, thick = tile_coverage(reg.core_pixels(item.pixels), reg.white, reg.block)
+                        if not lo <= cov <= hi or thick > MAX_THICK_FRACTION:
+                            kind = "sparse" if cov < lo else "thick"
+                            sl[f"tiles_{kind}"] += 1
+                            field_info[item.source] = {
+                                "counted": False,
+                                "coverage": round(cov, 4),
+                                "thick_fraction": round(thick, 4),
+                                "zone": kind,
+                                "core": list(reg.tile.core),
+                            }
+                            why = (
+                                f"{cov:.0%} covered; counted {lo:.0%}–{hi:.0%}"
+                                if not lo <= cov <= hi
+                                else f"{thick:.0%} of its 25 µm squares thick; at most {MAX_THICK_FRACTION:.0%}"
+                            )
+                            note = (f"not counted: {kind} area ({why})",)
+                            inputs.append(InputRecord(item.source, item.sha256, "ok", note, item.shape))
+                            continue
                     found, info = _detect_field(item.pixels, detector, det_threshold, px_um)
+                    if reg is not None:
+                        found, info = _own(found, info, reg, seen_boxes.setdefault(reg.slide, []))
+                        info.update(
+                            counted=True,
+                            coverage=round(cov, 4),
+                            thick_fraction=round(thick, 4),
+                            zone="counted",
+                            core=list(reg.tile.core),
+                        )
+                        sl["tiles_counted"] += 1
+                        sl["white_cells"] += len(found)
                     if field_model is not None and field_status is None:
                         info["field_model"] = _score_field(field_model, model, item.pixels, found)
                     field_info[item.source] = info
@@ -595,6 +830,17 @@ def run_case(
                             "y1": d.y1,
                             "detection_score": round(d.score, 4),
                         }
+                        if reg is not None:  # where the cell is on the slide (level-0 pixels)
+                            (a, b), (c, e) = reg.to_slide(d.x0, d.y0), reg.to_slide(d.x1, d.y1)
+                            detections[src]["slide"] = {
+                                "path": reg.slide,
+                                "box": [round(a), round(b), round(c), round(e)],
+                                "downsample": reg.downsample,
+                                "origin": [reg.tile.read[0], reg.tile.read[1]],
+                            }
+                    n_white += len(found)
+                    if config.slides and config.max_white_cells and n_white >= config.max_white_cells:
+                        stopped = f"reached {n_white} white cells (--max-cells {config.max_white_cells})"
                 else:
                     crops.append(item.pixels)
                     sources.append(item.source)
@@ -619,7 +865,12 @@ def run_case(
                         masks[src] = {"cell": _outline(lab > 0, ox, oy), "nucleus": _outline(lab == 2, ox, oy)}
             done += len(chunk)
             if progress is not None:
-                progress(done, total)
+                progress(total if stopped else done, total)
+            if stopped:
+                for sl in slides.values():
+                    sl["stopped"] = stopped
+                log.info("slides: %s; %d of %d tiles read", stopped, done, total)
+                break
     t_classify = time.perf_counter() - t0 - t_load
     t_scale = time.perf_counter()
     native_preds = preds
@@ -687,6 +938,8 @@ def run_case(
         detections=detections,
         attributes=attrs,
         fields=field_info,
+        slides=slides,
+        slide_overviews=overviews,
         masks=masks,
         thumbnails=thumbs,
         model=model_info,

@@ -71,24 +71,26 @@ def _check_tta_option(tta: str | None) -> None:
             raise typer.Exit(EXIT_USAGE) from exc
 
 
-def _cases(paths: list[str], per_folder: bool, case: str | None) -> list[tuple[str, list[str]]]:
+def _cases(paths: list[str], per_folder: bool, case: str | None, slides: bool = False) -> list[tuple[str, list[str]]]:
     from ..io import IMAGE_SUFFIXES, expand_inputs
+    from ..io.slides import SLIDE_SUFFIXES
 
+    suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES if slides else IMAGE_SUFFIXES
     if not per_folder:
         name = case or (Path(paths[0]).name if len(paths) == 1 and Path(paths[0]).is_dir() else "case")
-        return [(name, expand_inputs(paths))]
+        return [(name, expand_inputs(paths, suffixes))]
     cases = []
     for p in paths:
         base = Path(p)
         if not base.is_dir():
             raise ConfigError(f"{p}: --per-folder needs folders, each holding one sub-folder per case")
-        loose = [f for f in base.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [f for f in base.iterdir() if f.is_file() and f.suffix.lower() in suffixes]
         if loose:
             console.print(
                 f"[yellow]warning:[/yellow] {len(loose)} image(s) directly in {p} are in no case sub-folder: ignored"
             )
         for sub in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            cases.append((sub.name, expand_inputs([str(base / sub.name)])))
+            cases.append((sub.name, expand_inputs([str(base / sub.name)], suffixes)))
     if not cases:
         raise ConfigError("--per-folder: no case sub-folders found")
     seen: set[str] = set()
@@ -136,6 +138,16 @@ def analyze(
         "their own scale (another camera or objective); 'none' keeps them as given; a number (e.g. 0.5 for "
         "crops at twice the training magnification) zooms every crop.",
     ),
+    slides: bool = typer.Option(
+        False,
+        "--slides",
+        help="Inputs are whole-slide images (SVS, NDPI, MRXS, SCN, BIF, pyramidal TIFF: what OpenSlide reads): "
+        "the tiles of each slide's smear are read in a random order and analysed as fields until --max-cells "
+        "white cells are counted.",
+    ),
+    max_cells: int = typer.Option(
+        500, "--max-cells", help="With --slides: stop once this many white cells are counted (0: the whole smear)."
+    ),
     unfamiliar_model: bool = typer.Option(
         True,
         "--unfamiliar-model/--no-unfamiliar-model",
@@ -160,14 +172,18 @@ def analyze(
         tta=tta,
         morphometrics=morpho,
         pixel_size_um=pixel_size,
-        fields=fields,
+        fields=fields or slides,
+        slides=slides,
+        max_white_cells=max_cells,
         detector=detector,
         cell_scale=cell_scale,
         unfamiliar_model=unfamiliar_model,
     )
     try:
-        fixed_cell_zoom(cell_scale, fields)
-        cases = _cases(paths, per_folder, case)
+        if max_cells < 0:
+            raise ConfigError(f"--max-cells must be >= 0, not {max_cells}")
+        fixed_cell_zoom(cell_scale, cfg.fields)
+        cases = _cases(paths, per_folder, case, slides)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
         for o in outs.values():
             prepare_output_dir(o, overwrite)  # refuse early, before any work

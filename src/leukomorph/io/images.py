@@ -21,6 +21,7 @@ from PIL import ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError
 from ..records import Image
+from .slides import SLIDE_SUFFIXES, is_region_source, read_region_image
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "expand_inputs", "read_image", "sha256_file"]
 
@@ -30,6 +31,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".
 #: is well under a megapixel; 64 MP admits a large smear field.
 MAX_PIXELS = 64_000_000
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: what to do with a whole-slide image given as a crop or field
+SLIDE_HINT = "analyse it with --slides"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -40,11 +43,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def expand_inputs(items: Iterable[str]) -> list[str]:
+def expand_inputs(items: Iterable[str], suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[str]:
     """Expand files, folders (recursively, image suffixes only) and glob patterns.
 
     Paths are returned as given (joined, never resolved, so symlinks keep their names), sorted
-    within each item, duplicates removed in first-seen order. An item matching nothing is
+    within each item, duplicates removed in first-seen order; folders contribute the files with
+    one of ``suffixes``. An item matching nothing is
     returned unchanged so that the caller reports it as unreadable.
     """
     out: list[str] = []
@@ -61,7 +65,7 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
             for root, dirs, files in os.walk(item, followlinks=True):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in files:
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
                         found.append(os.path.join(root, name))
             for p in sorted(found):
                 add(p)
@@ -159,7 +163,9 @@ def _decode_tiff(data: bytes, path: str, notes: list[str], meta: dict | None = N
                     meta["pixel_size_um"] = None
             n = int(np.prod(page.shape))
             if n > MAX_PIXELS * 4:
-                raise ImageReadError(path, f"image too large ({page.shape}; limit {MAX_PIXELS:,} pixels)")
+                raise ImageReadError(
+                    path, f"image too large ({page.shape}; limit {MAX_PIXELS:,} pixels; if a whole slide, {SLIDE_HINT})"
+                )
             if len(tf.pages) > 1:
                 notes.append(f"multi-page TIFF: first of {len(tf.pages)} pages used")
             arr = page.asarray()
@@ -219,15 +225,21 @@ def read_image(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 10
     """Read one image file as RGB uint8, or raise :class:`ImageReadError` saying why not."""
     p = os.fspath(path)
     if not os.path.exists(p):
+        if is_region_source(p):  # "<slide>[x=…,y=…,w=…,h=…,level=…]": a tile of a whole-slide image
+            return read_region_image(p)
         raise ImageReadError(p, "no such file (or a broken link)")
     if os.path.isdir(p):
         raise ImageReadError(p, "is a folder, not an image file")
+    if Path(p).suffix.lower() in SLIDE_SUFFIXES:
+        raise ImageReadError(p, f"a whole-slide image ({Path(p).suffix}): {SLIDE_HINT}")
     try:
         size = os.path.getsize(p)
         if size == 0:
             raise ImageReadError(p, "empty file (0 bytes)")
         if size > max_bytes:
-            raise ImageReadError(p, f"file too large ({size:,} bytes; limit {max_bytes:,})")
+            raise ImageReadError(
+                p, f"file too large ({size:,} bytes; limit {max_bytes:,}; if a whole slide, {SLIDE_HINT})"
+            )
         with open(p, "rb") as fh:
             data = fh.read()
     except PermissionError as exc:

@@ -53,6 +53,8 @@ FIELD_COLUMNS = (
     "tiles",
 )
 GALLERY_LIMIT = 200
+#: classes drawn red on field and slide views: blasts and blast equivalents
+BLAST_LIKE = ("blast", "promonocyte", "promyelocyte")
 
 
 def prepare_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -217,6 +219,7 @@ def _results_dict(result) -> dict:
         },
         "case_scores": result.case_scores,
         "fields": {path: {k: v for k, v in f.items() if k != "objects"} for path, f in result.fields.items()},
+        "slides": getattr(result, "slides", {}),
         "blast_thresholds": result.suggestion.details.get("blast_thresholds", []),
         "blast_percent": round(d.blast_percent, 2),
         "blast_ci95": [round(v, 2) for v in d.blast_ci],
@@ -244,6 +247,8 @@ def write_outputs(
     inputs_by_path = {i.path: i for i in result.inputs}
     morpho_cols = list(MORPHOMETRIC_COLUMNS) if result.morphometrics else []
     det_cols = ["image", "x0", "y0", "x1", "y1", "detection_score"] if result.detections else []
+    if any("slide" in d for d in result.detections.values()):  # slide mode: where each cell is on its slide
+        det_cols += SLIDE_CELL_COLUMNS
     attr_names = list(next(iter(result.attributes.values())).keys()) if result.attributes else []
     with paths["cells.csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -272,7 +277,7 @@ def write_outputs(
         for src, inp in rows:
             p = by_src.get(src)
             det = result.detections.get(src, {})
-            dvals = [det.get(c, inp.path if c == "image" else "") for c in det_cols]
+            dvals = [_det_value(det, c, inp.path) for c in det_cols]
             if p is None:
                 w.writerow(
                     [
@@ -329,6 +334,21 @@ def write_outputs(
     return paths
 
 
+#: slide mode: cells.csv columns giving each cell's slide and box in level-0 slide pixels
+SLIDE_CELL_COLUMNS = ["slide", "slide_x0", "slide_y0", "slide_x1", "slide_y1"]
+#: slide mode: fields.csv columns saying whether a tile was counted and why not
+SLIDE_FIELD_COLUMNS = ("counted", "coverage", "thick_fraction", "zone")
+
+
+def _det_value(det: dict, col: str, image: str):
+    if col in SLIDE_CELL_COLUMNS:
+        sl = det.get("slide")
+        if sl is None:
+            return ""
+        return sl["path"] if col == "slide" else sl["box"][SLIDE_CELL_COLUMNS.index(col) - 1]
+    return det.get(col, image if col == "image" else "")
+
+
 def _write_fields(result, out: Path) -> Path:
     """One row per input field: detector, object counts, how the scale was set (and inputs that failed)."""
     path = out / "fields.csv"
@@ -342,12 +362,14 @@ def _write_fields(result, out: Path) -> Path:
             if fm_classes
             else []
         )
-        w.writerow([*FIELD_COLUMNS, *fm_cols])
+        sl_cols = list(SLIDE_FIELD_COLUMNS) if getattr(result, "slides", None) else []
+        w.writerow([*FIELD_COLUMNS, *fm_cols, *sl_cols])
         for inp in result.inputs:
             f = result.fields.get(inp.path)
             if f is None:
-                w.writerow([inp.path, inp.status, *[""] * (len(FIELD_COLUMNS) - 2 + len(fm_cols))])
+                w.writerow([inp.path, inp.status, *[""] * (len(FIELD_COLUMNS) - 2 + len(fm_cols) + len(sl_cols))])
                 continue
+            slide_vals = [_fmt_cell(f.get(c)) for c in sl_cols]
             extra = []
             if fm_cols:
                 m = f.get("field_model")
@@ -361,17 +383,43 @@ def _write_fields(result, out: Path) -> Path:
                     if m
                     else [""] * len(fm_cols)
                 )
-            w.writerow([inp.path, "ok", *["" if f.get(c) is None else f.get(c) for c in FIELD_COLUMNS[2:]], *extra])
+            w.writerow(
+                [
+                    inp.path,
+                    "ok",
+                    *["" if f.get(c) is None else f.get(c) for c in FIELD_COLUMNS[2:]],
+                    *extra,
+                    *slide_vals,
+                ]
+            )
     return path
+
+
+def _fmt_cell(v) -> str:
+    return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def _box_ring(x0: int, y0: int, x1: int, y1: int) -> list[list[int]]:
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
 
 
+def _slide_map(result, image: str):
+    """For a slide tile: a function mapping tile pixels to level-0 slide pixels, and the slide."""
+    from ..io.slides import parse_region
+
+    r = parse_region(image) if getattr(result, "slides", None) else None
+    if r is None or r[0] not in result.slides:
+        return None, None
+    path, x, y, _, _, level = r
+    ds = result.slides[path]["level_downsamples"][level]
+    return (lambda pts: [[round(x + px * ds), round(y + py * ds)] for px, py in pts]), path
+
+
 def _write_detections(result, out: Path) -> dict[str, Path]:
     """GeoJSON (one FeatureCollection; QuPath imports it with File > Import objects, boxes as
-    polygons with the class as ``classification``) and COCO (images, categories, annotations)."""
+    polygons with the class as ``classification``; slide tiles' cells in level-0 slide pixels,
+    with the slide as ``image``) and COCO (images, categories, annotations; in each field's or
+    tile's own pixels)."""
     by_src = {p.source: p for p in result.predictions}
     feats = []
     images: dict[str, int] = {}
@@ -380,6 +428,12 @@ def _write_detections(result, out: Path) -> dict[str, Path]:
     inputs = {i.path: i for i in result.inputs}
 
     def add(fid, image, box, ring, properties, category_id, score, det_score, nucleus=None):
+        to_slide, slide = _slide_map(result, image)
+        if to_slide is not None:  # a slide tile: the GeoJSON is in the slide's level-0 pixels
+            ring, nucleus = to_slide(ring), to_slide(nucleus) if nucleus else nucleus
+            properties = {**properties, "image": slide, "tile": image}
+            if "box" in properties:
+                properties["box"] = [v for pt in to_slide([box[:2], box[2:]]) for v in pt]
         feat = {"type": "Feature", "id": fid, "geometry": {"type": "Polygon", "coordinates": [ring]}}
         if nucleus:  # QuPath reads a cell object's nucleus from nucleusGeometry
             feat["nucleusGeometry"] = {"type": "Polygon", "coordinates": [nucleus]}
@@ -478,6 +532,8 @@ def _field_views(result) -> list[dict]:
         by_img.setdefault(d["image"], []).append((src, d))
     by_src = {p.source: p for p in result.predictions}
     out = []
+    if getattr(result, "slides", None):  # slide tiles: those with white cells first
+        by_img = dict(sorted(by_img.items(), key=lambda kv: not kv[1]))
     for path, dets in list(by_img.items())[:FIELD_VIEW_LIMIT]:
         try:
             img = read_image(path).pixels.copy()
@@ -490,9 +546,7 @@ def _field_views(result) -> list[dict]:
             cv2.rectangle(img, (o["x0"], o["y0"]), (o["x1"], o["y1"]), colour, 1)
         for src, d in dets:
             p = by_src.get(src)
-            colour = (
-                (192, 57, 43) if p and p.predicted_class in ("blast", "promonocyte", "promyelocyte") else (31, 120, 180)
-            )
+            colour = (192, 57, 43) if p and p.predicted_class in BLAST_LIKE else (31, 120, 180)
             cv2.rectangle(img, (d["x0"], d["y0"]), (d["x1"], d["y1"]), colour, lw)
             mk = result.masks.get(src, {})
             for part, col in (("cell", (39, 174, 96)), ("nucleus", (60, 20, 90))):
@@ -515,6 +569,35 @@ def _field_views(result) -> list[dict]:
             }
         )
     return out
+
+
+def _slide_views(result) -> list[dict]:
+    """Each slide's overview: tiles counted (green), thick (orange) and sparse (grey), and the white
+    cells found (red: blasts and blast equivalents, blue: the others)."""
+    views = []
+    by_src = {p.source: p for p in result.predictions}
+    for path, sl in getattr(result, "slides", {}).items():
+        ov = result.slide_overviews.get(path)
+        if ov is None:
+            continue
+        thumb, ds = ov
+        s = min(1.0, 900 / max(thumb.shape[:2]))
+        img = cv2.resize(thumb, (max(1, int(thumb.shape[1] * s)), max(1, int(thumb.shape[0] * s))), cv2.INTER_AREA)
+        k = s / ds  # level-0 pixels → overview pixels
+        colours = {"counted": (39, 174, 96), "thick": (230, 126, 34), "sparse": (150, 150, 150)}
+        for src, f in result.fields.items():
+            if f.get("core") and src.startswith(path + "["):
+                x0, y0, x1, y1 = (round(v * k) for v in f["core"])
+                cv2.rectangle(img, (x0, y0), (max(x0 + 1, x1 - 1), max(y0 + 1, y1 - 1)), colours[f["zone"]], 1)
+        for src, d in result.detections.items():
+            sd = d.get("slide")
+            if sd and sd["path"] == path:
+                p = by_src.get(src)
+                colour = (192, 57, 43) if p and p.predicted_class in BLAST_LIKE else (31, 120, 180)
+                cx, cy = (sd["box"][0] + sd["box"][2]) / 2 * k, (sd["box"][1] + sd["box"][3]) / 2 * k
+                cv2.circle(img, (round(cx), round(cy)), 2, colour, -1)
+        views.append({"path": path, "src": _png_b64(img), "info": sl})
+    return views
 
 
 def attribute_text(attrs: dict[str, tuple[str, float]]) -> str:
@@ -599,4 +682,5 @@ def render_html(result, results: dict) -> str:
         non_wbc=NON_WBC,
         isfinite=math.isfinite,
         fields=_field_views(result),
+        slides=_slide_views(result),
     )

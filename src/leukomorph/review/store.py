@@ -53,7 +53,21 @@ def _store_image(src: Path, images: Path) -> tuple[str, str]:
     return _store_bytes(src.read_bytes(), src.suffix.lower(), images)
 
 
-def _field_cell_png(field: Path, r: dict[str, str]) -> bytes:
+def _locate(image: str, rd: Path):
+    """The file (or slide region source) a cells.csv path names, looked up as given, then relative
+    to the analyze output folder; None when it is gone."""
+    from ..io.slides import parse_region, region_source
+
+    region = parse_region(image)
+    p = Path(region[0] if region else image)
+    if not p.is_absolute() and not p.exists():
+        p = rd / p  # paths in cells.csv are as given to analyze (relative to its working folder)
+    if not p.is_file():
+        return None
+    return region_source(str(p), *region[1:]) if region else p
+
+
+def _field_cell_png(field, r: dict[str, str]) -> bytes:
     """PNG of a field-mode cell: the pipeline's crop rule around the box in cells.csv."""
     import cv2
 
@@ -107,12 +121,10 @@ def import_results(
         rows = [r for r in csv.DictReader(fh) if r["status"] == "ok" and r["predicted_class"]]
     for r in rows:
         field_mode = bool(r.get("image")) and r["path"] != r["image"]
-        src = Path(r["image"] if field_mode else r["path"])
-        if not src.is_absolute() and not src.exists():
-            src = rd / src  # paths in cells.csv are as given to analyze (relative to its working folder)
-        if not src.is_file():
+        src = _locate(r["image"] if field_mode else r["path"], rd)
+        if src is None:
             raise DataError(f"{r['path']}: cell image not found (import from the folder analyze ran in)")
-        if field_mode:  # a cell detected in a field: stored as its crop
+        if field_mode:  # a cell detected in a field or a slide tile: stored as its crop
             sha, rel = _store_bytes(_field_cell_png(src, r), ".png", images)
         else:
             sha, rel = _store_image(src, images)
