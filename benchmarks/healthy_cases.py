@@ -15,7 +15,8 @@ applicability check more than their score. Printed per mix: how often each sugge
 (every "APL suspected" and "acute leukemia suspected" here is a false alarm), and the learned
 APL score (median, max), how often it reached the rules' 0.5 and how often it was applicable
 (only an applicable score is used by the rules). Then txl_pbc's smear fields, one case per source
-and split, through `analyze --fields`: the same table's columns for cells the detector finds."""
+and split, through `analyze --fields`, and the same white cells (box truth, cut with the field
+crop rule) analysed as single-cell crops: each column gives fields \\| crops."""
 
 from __future__ import annotations
 
@@ -79,33 +80,75 @@ def main() -> None:
         fields_section(root)
 
 
+def _truth_crops(base: Path, rows: list[dict], folder: Path) -> int:
+    """The white cells of txl_pbc's box truth, cut with the field crop rule, written as PNG crops."""
+    import cv2
+
+    from leukomorph.detect import Detection
+    from leukomorph.io import read_image
+    from leukomorph.pipeline import field_crop
+
+    folder.mkdir(parents=True)
+    n = 0
+    for r in rows:
+        img = read_image(base / r["image"]).pixels
+        h, w = img.shape[:2]
+        for line in (base / r["labels"]).read_text().splitlines():
+            c, cx, cy, bw, bh = line.split()
+            if c != "0":
+                continue
+            cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+            box = Detection(int(cx - bw / 2), int(cy - bh / 2), int(cx + bw / 2), int(cy + bh / 2), 1.0)
+            cv2.imwrite(str(folder / f"{n:04d}.png"), cv2.cvtColor(field_crop(img, box), cv2.COLOR_RGB2BGR))
+            n += 1
+    return n
+
+
 def fields_section(root: Path) -> None:
-    """txl_pbc's fields, one case per source and split, through `analyze --fields`: PBC and
-    Raabin-WBC are healthy donors' blood (BCCD and BCDD do not say), so an APL alarm there is false."""
+    """txl_pbc's fields, one case per source and split, through `analyze --fields`, and the same
+    white cells (box truth) cut out and analysed as single-cell crops: PBC and Raabin-WBC are
+    healthy donors' blood (BCCD and BCDD do not say), so an APL alarm there is false."""
     import csv
 
     base = root / "txl_pbc"
     rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
-    print("\nSmear fields (`analyze --fields`), one case per txl_pbc source and split:\n")
+    print("\ntxl_pbc, one case per source and split: fields (`analyze --fields`) | truth crops (`analyze`):\n")
     print("| source | split | fields | white cells | suggestion | APL score | applicable |")
     print("|---|---|---:|---:|---|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for source in ("PBC", "Raabin-WBC", "BCCD", "BCDD"):
             for split in ("val", "train"):
-                fs = [str(base / r["image"]) for r in rows if r["source_dataset"] == source and r["split"] == split]
-                out = Path(tmp) / f"{source}-{split}"
-                cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", *fs, "--fields", "--out", str(out)]
-                cmd += ["--morphometrics", "none"]
-                subprocess.run(cmd, check=False, capture_output=True)
-                if not (out / "results.json").is_file():
-                    print(f"| {source} | {split} | {len(fs)} | 0 | (no output) | | |")
-                    continue
-                r = json.loads((out / "results.json").read_text())
-                apl = r["case_scores"].get("apl_vs_aml", {})
-                prob = apl.get("probability")
+                mine = [r for r in rows if r["source_dataset"] == source and r["split"] == split]
+                fs = [str(base / r["image"]) for r in mine]
+                crops = Path(tmp) / f"crops-{source}-{split}"
+                n_crops = _truth_crops(base, mine, crops)
+                res = []
+                for mode, inputs in (("fields", fs), ("crops", [str(crops)])):
+                    out = Path(tmp) / f"{source}-{split}-{mode}"
+                    cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", *inputs, "--out", str(out)]
+                    cmd += ["--fields", "--morphometrics", "none"] if mode == "fields" else []
+                    subprocess.run(cmd, check=False, capture_output=True)
+                    res.append(
+                        json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
+                    )
+
+                def cell(r, key):
+                    if r is None:
+                        return "(no output)"
+                    apl = r["case_scores"].get("apl_vs_aml", {})
+                    prob = apl.get("probability")
+                    return {
+                        "n": str(r["n_classified"]),
+                        "code": r["suggestion"]["code"],
+                        "p": "–" if prob is None else f"{prob:.2f}",
+                        "a": str(bool(apl.get("applicable"))).lower(),
+                    }[key]
+
                 print(
-                    f"| {source} | {split} | {len(fs)} | {r['n_classified']} | {r['suggestion']['code']} | "
-                    f"{'–' if prob is None else f'{prob:.2f}'} | {str(bool(apl.get('applicable'))).lower()} |"
+                    f"| {source} | {split} | {len(fs)} | {cell(res[0], 'n')} \\| {n_crops} | "
+                    f"{cell(res[0], 'code')} \\| {cell(res[1], 'code')} | "
+                    f"{cell(res[0], 'p')} \\| {cell(res[1], 'p')} | "
+                    f"{cell(res[0], 'a')} \\| {cell(res[1], 'a')} |"
                 )
 
 
