@@ -1,6 +1,7 @@
 """Review workstation: import, login, CSRF, relabel with audit, sign-out rules, security checks."""
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from leukomorph.cli.main import app as cli  # noqa: E402
 from leukomorph.review.app import create_app  # noqa: E402
-from leukomorph.review.db import AuditEvent, make_engine  # noqa: E402
+from leukomorph.review.db import AuditEvent, SignedReport, make_engine  # noqa: E402
 from leukomorph.review.store import add_user, import_results  # noqa: E402
 
 PW = "correct horse battery"
@@ -98,6 +99,15 @@ def test_relabel_updates_differential_and_audit_then_signout(store):
     assert r.status_code == 303
     report = c.get(f"/cases/{case_id}/reports/1")
     assert report.status_code == 200 and "Signed out by <b>hema</b>" in report.text
+    # the same report as PDF, written at sign-out with its own sha256
+    pdf = c.get(f"/cases/{case_id}/reports/1.pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF") and "attachment" in pdf.headers["content-disposition"]
+    with factory() as s:
+        rec = s.query(SignedReport).one()
+        assert hashlib.sha256(pdf.content).hexdigest() == rec.pdf_sha256
+    assert f"/cases/{case_id}/reports/1.pdf" in c.get(f"/cases/{case_id}").text
+    assert c.get(f"/cases/{case_id}/reports/9.pdf").status_code == 404
     # signed: closed for relabelling
     r = c.post(f"/api/cells/{cell_ids[1]}/label", json={"label": "blast"}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 409
@@ -161,8 +171,47 @@ def test_schema_is_under_alembic(tmp_path):
 
     engine, _ = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
     make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")  # re-opening an up-to-date store is a no-op
+
+
+def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
+    """Schema 0001 (v0.8) with a signed report → opened by this version: migrated to 0002, the
+    report untouched (no PDF: it was signed before PDFs were written), still immutable."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    old = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("leukomorph.review") / "migrations"))
+    with old.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text(
+                "insert into cases (id, name, imported, source, status, results) values "
+                "(1, 'c', '2026-01-01', 's', 'signed', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into signed_reports (case_id, version, signed_by, ts, html, sha256) values "
+                "(1, 1, 'hema', '2026-01-01', '<p>v1</p>', 'abc')"
+            )
+        )
+    engine, factory = make_engine(url)
+    with engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        row = c.execute(text("select html, sha256, pdf, pdf_sha256 from signed_reports")).one()
+    assert tuple(row) == ("<p>v1</p>", "abc", None, None)
+    with factory() as s:
+        s.query(SignedReport).one().html = "tampered"
+        with pytest.raises(Exception, match="immutable"):
+            s.commit()
 
 
 def test_postgresql_store(tmp_path, sample_dir, monkeypatch):

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import math
+import re
 import secrets
 import threading
 import time
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from ..aggregate.differential import differential_from_counts as core_differential
 from ..taxonomy import CLASSES
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
+from .pdf import signed_pdf
 from .store import check_password, image_dir
 
 __all__ = ["create_app"]
@@ -321,7 +323,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             if version > 1
             else None
         )
-        html = env.get_template("signed.html.j2").render(
+        ctx = dict(
             case=c,
             diff=differential_of(list(c.cells)),
             user=sess.user,
@@ -331,7 +333,19 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             results=c.results,
             amends=reopened,
         )
-        s.add(SignedReport(case_id=c.id, version=version, signed_by=sess.user.username, html=html, sha256=_sha(html)))
+        html = env.get_template("signed.html.j2").render(**ctx)
+        pdf = signed_pdf(ctx)
+        s.add(
+            SignedReport(
+                case_id=c.id,
+                version=version,
+                signed_by=sess.user.username,
+                html=html,
+                sha256=_sha(html),
+                pdf=pdf,
+                pdf_sha256=hashlib.sha256(pdf).hexdigest(),
+            )
+        )
         c.status = "signed"
         s.add(AuditEvent(username=sess.user.username, case_id=c.id, action="signed_out", after=f"report v{version}"))
         s.commit()
@@ -361,6 +375,19 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         s.add(AuditEvent(username=sess.user.username, case_id=c.id, action="reopened", before="signed", after=reason))
         s.commit()
         return RedirectResponse(f"/cases/{c.id}", status_code=303)
+
+    @app.get("/cases/{case_id}/reports/{version}.pdf")
+    def signed_report_pdf(case_id: int, version: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        r = s.scalar(select(SignedReport).where(SignedReport.case_id == case_id, SignedReport.version == version))
+        if r is None or r.pdf is None:  # reports signed before v0.9 have no PDF
+            raise HTTPException(status_code=404, detail="no PDF of this signed report")
+        c = s.get(Case, case_id)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", c.name if c is not None else str(case_id))
+        return Response(
+            r.pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}_report_v{version}.pdf"'},
+        )
 
     @app.get("/cases/{case_id}/reports/{version}", response_class=HTMLResponse)
     def signed_report(case_id: int, version: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):

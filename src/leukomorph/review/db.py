@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -111,6 +112,9 @@ class SignedReport(Base):
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     html: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
+    #: the same report as PDF, written at sign-out (None for reports signed before v0.9)
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def migrate(engine) -> None:
