@@ -214,22 +214,67 @@ def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
             s.commit()
 
 
-def test_postgresql_store(tmp_path, sample_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory):
+    """A PostgreSQL server: $LEUKOMORPH_TEST_POSTGRES, else a throwaway local one from pgserver
+    (the dev extra installs it on Linux), else the test is skipped saying so."""
     import os
 
     url = os.environ.get("LEUKOMORPH_TEST_POSTGRES")
-    if not url:
+    if url:
+        yield url
+        return
+    try:
+        import pgserver
+        import psycopg  # noqa: F401
+    except ImportError:
         pytest.skip(
-            "set LEUKOMORPH_TEST_POSTGRES=postgresql+psycopg://user:pw@host/db (and install psycopg) "
-            "to run the store against a real PostgreSQL server"
+            "no PostgreSQL: install pgserver and psycopg[binary] (dev extra), or set "
+            "LEUKOMORPH_TEST_POSTGRES=postgresql+psycopg://user:pw@host/db"
         )
+    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield srv.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    srv.cleanup()
+
+
+def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkeypatch):
+    """The whole review flow on PostgreSQL: migrations, import, relabel, sign-out with its PDF,
+    re-open and amend (SQLite's triggers have no PostgreSQL counterpart: the app never updates or
+    deletes audit events or signed reports)."""
+    import os
+
+    from sqlalchemy import create_engine, make_url, text
+
+    db = f"lm_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+    with create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(text(f'CREATE DATABASE "{db}"'))
+    url = make_url(postgres_url).set(database=db).render_as_string(hide_password=False)
     shutil.copytree(sample_dir, tmp_path / "cells")
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
-    _, factory = make_engine(url)
+    engine, factory = make_engine(url)
+    with engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
     with factory() as s:
-        case = import_results(s, tmp_path / "out", tmp_path / "store", name=f"pg-{os.getpid()}")
+        case = import_results(s, tmp_path / "out", tmp_path / "store")
         assert len(case.cells) == 31
+        add_user(s, "hema", PW, "hematologist")
+        case_id = case.id
+    c = TestClient(create_app(url, tmp_path / "store"))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    ids = {int(x) for x in re.findall(r'data-id="(\d+)"', page)}
+    for cid in ids:
+        r = c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    pdf = c.get(f"/cases/{case_id}/reports/1.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert c.post(f"/cases/{case_id}/reopen", data={"csrf": csrf, "reason": "typo"}).status_code == 200
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert "replaces version 1" in c.get(f"/cases/{case_id}/reports/2").text
+    assert "reopened" in c.get(f"/cases/{case_id}/audit.csv").text
+    engine.dispose()
 
 
 def test_review_differential_is_the_analysis_differential():
