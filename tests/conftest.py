@@ -30,3 +30,13 @@ def rgb_png(tmp_path):
         return p
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _own_leukomorph_home(tmp_path_factory, monkeypatch):
+    """Every test gets an empty LeukoMorph home: no installed or activated model of the machine
+    running the tests changes what `analyze` uses."""
+    if "LEUKOMORPH_HOME" not in os.environ or not os.environ["LEUKOMORPH_HOME"].startswith(
+        str(tmp_path_factory.getbasetemp())
+    ):
+        monkeypatch.setenv("LEUKOMORPH_HOME", str(tmp_path_factory.mktemp("home")))

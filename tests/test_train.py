@@ -305,3 +305,86 @@ def test_distillation_from_a_teacher_trains_and_a_wrong_teacher_is_refused(tmp_p
     torch.save(build_net("lm-resnet-s", 5).state_dict(), tmp_path / "five.pt")  # other classes
     with pytest.raises(ConfigError, match="16 classes"):
         train_classifier(recs, TrainConfig(**cfg, distill=str(tmp_path / "five.pt")), tmp_path / "run2")
+
+
+def test_finetune_on_reviewed_cells_compares_with_the_base_and_installs(tmp_path, sample_dir, monkeypatch):
+    """Fine-tune the shipped default on reviewed cells of six cases (the bundled sample, no replay):
+    a new card says what it came from, ships its own training weights, and can be installed and
+    activated; finetune.json compares base and fine-tuned model on the held-out cases."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from leukomorph.cli.main import app
+    from leukomorph.models.registry import active_classifier, get_card, training_weights
+
+    monkeypatch.setenv("LEUKOMORPH_HOME", str(tmp_path / "home"))
+    import shutil
+
+    labels = {r["file"]: r["pbc_label"] for r in csv.DictReader((sample_dir / "labels.csv").open())}
+    (tmp_path / "cells").mkdir()
+    with (tmp_path / "reviewed.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient_id"])
+        for i, (f, lab) in enumerate(sorted(labels.items())):
+            for k in range(4):  # 124 cells: enough to calibrate on the validation cases
+                dst = tmp_path / "cells" / f"{k}_{f}"
+                shutil.copyfile(sample_dir / f, dst)
+                w.writerow([str(dst), lab, f"case{i % 6}"])
+    out = tmp_path / "ft"
+    r = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "reviewed.csv"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--replay",
+            "none",
+            "--name",
+            "lab-ft",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "finetune.json").read_text())
+    assert res["laboratory"] == {**res["laboratory"], "cells": 4 * len(labels), "cases": 6}
+    for key in ("base", "finetuned"):
+        assert res["comparison"][key]["laboratory_test_cases"]["n"] > 0
+    card = get_card(str(out / "lab-ft.json"))
+    assert card.raw["finetuned_from"]["name"] == "leukomorph-cell" and training_weights(card).is_file()
+    r = CliRunner().invoke(app, ["models", "--install", str(out / "lab-ft.json"), "--activate", "lab-ft"])
+    assert r.exit_code == 0, r.output
+    assert active_classifier() == "lab-ft"
+    # too few cases: refused before any training
+    r = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "reviewed.csv"),
+            "--out",
+            str(tmp_path / "x"),
+            "--replay",
+            "none",
+            "--base",
+            "leukomorph-det",
+        ],
+    )
+    assert r.exit_code == 2 and "ships no training weights" in r.output
+
+
+def test_source_share_gives_a_data_set_its_fixed_share():
+    from leukomorph.errors import ConfigError
+    from leukomorph.training.train import share_sources
+
+    w = np.array([1, 1, 1, 1, 2, 2], float) / 8
+    ds = ["pbc", "pbc", "deepapl", "deepapl", "user", "user"]
+    out = share_sources(w, ds, {"user": 0.5})
+    assert out[4:].sum() == pytest.approx(0.5) and out[:4].sum() == pytest.approx(0.5)
+    assert out[0] == pytest.approx(out[2])  # the others keep their proportions
+    assert share_sources(w, ds, {"absent": 0.9}) == pytest.approx(w)
+    with pytest.raises(ConfigError):
+        share_sources(w, ds, {"user": 0.7, "pbc": 0.6})

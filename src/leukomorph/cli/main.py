@@ -107,7 +107,12 @@ def analyze(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per case with --per-folder)."),
     case: str = typer.Option(None, "--case", help="Case name (default: the folder name, or 'case')."),
     per_folder: bool = typer.Option(False, "--per-folder", help="Each sub-folder of PATH is one case."),
-    model: str = typer.Option(None, "--model", help="Model name from `leukomorph models` or path to a model card."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Model name from `leukomorph models` or path to a model card (default: the active one, "
+        "`leukomorph models --activate`; else leukomorph-cell).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace LeukoMorph's output files if present."),
     threads: int = typer.Option(0, "--threads", help="Inference threads (0: onnxruntime default)."),
     tta: str = typer.Option(
@@ -158,7 +163,8 @@ def analyze(
     ),
 ) -> None:
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
-    from ..models import DEFAULT_CLASSIFIER, load_classifier
+    from ..models import load_classifier
+    from ..models.registry import active_classifier
     from ..pipeline import AnalyzeConfig, fixed_cell_zoom, run_case
     from ..report import case_summary, prepare_batch_summary, prepare_output_dir, write_batch_summary, write_outputs
 
@@ -166,8 +172,13 @@ def analyze(
     if morpho not in (None, "model", "classical", "none"):
         console.print(f"[red]error:[/red] --morphometrics must be 'model', 'classical' or 'none', not {morpho!r}")
         raise typer.Exit(EXIT_USAGE)
+    try:
+        default_model = model or active_classifier()
+    except ModelError as exc:
+        console.print(f"[red]model error:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL) from exc
     cfg = AnalyzeConfig(
-        model=model or DEFAULT_CLASSIFIER,
+        model=default_model,
         threads=threads or None,
         tta=tta,
         morphometrics=morpho,
@@ -459,10 +470,36 @@ def serve(
 
 
 @app.command()
-def models() -> None:
-    """List bundled models (their cards)."""
-    from ..models import list_cards
+def models(
+    install: Path = typer.Option(
+        None, "--install", help="Install a cell classifier's card (and its files) into $LEUKOMORPH_HOME/models."
+    ),
+    activate: str = typer.Option(
+        None, "--activate", help="Make this cell classifier the one `analyze` uses when --model is not given."
+    ),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Return to the classifier active before the last --activate."
+    ),
+) -> None:
+    """List bundled and installed models (their cards); install, activate or roll back a cell classifier."""
+    from ..models.registry import activate_model, active_classifier, install_model, list_cards, rollback_model
 
+    try:
+        if install is not None:
+            c = install_model(install)
+            console.print(f"installed {c.name} {c.version} ({c.sha256[:12]}) into {Path(c.card_path).parent}")
+        if activate:
+            rec = activate_model(activate)
+            console.print(f"active cell classifier: {rec['classifier']} (was {rec['history'][-1]['classifier']})")
+        if rollback:
+            rec = rollback_model()
+            console.print(f"active cell classifier: {rec['classifier']} (rolled back)")
+        active = active_classifier()
+    except LeukoMorphError as exc:
+        console.print(f"[red]model error:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL) from exc
+    if install is not None or activate or rollback:
+        raise typer.Exit(EXIT_OK)
     t = Table("version", "task", "input", "sha256")
     t.add_column("name", no_wrap=True, min_width=24)
     t.columns.insert(0, t.columns.pop())
@@ -476,7 +513,7 @@ def models() -> None:
                 or c.raw.get("depends_on", {}).get("cell_model", {}).get("name", "?")
             )
         )
-        t.add_row(c.name, c.version, c.task, desc, c.sha256[:12])
+        t.add_row(c.name + (" (active)" if c.name == active else ""), c.version, c.task, desc, c.sha256[:12])
     Console().print(t)
 
 
@@ -590,6 +627,70 @@ def train_classifier_cmd(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
     console.print(f"model card: {card}")
+
+
+@app.command("finetune")
+def finetune_cmd(
+    manifests: list[Path] = typer.Argument(..., help="Reviewed-cell manifests from `leukomorph export-labels`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the run, the new card and finetune.json."),
+    base: str = typer.Option(
+        "leukomorph-cell", "--base", help="Cell classifier to start from (ships its training weights)."
+    ),
+    epochs: int = typer.Option(3, "--epochs"),
+    lr: float = typer.Option(2e-4, "--lr"),
+    replay: str = typer.Option(
+        "pbc,deepapl", "--replay", help="Shared data sets whose training crops are mixed in (none: no replay)."
+    ),
+    replay_size: int = typer.Option(4000, "--replay-size", help="How many replayed crops at most."),
+    name: str = typer.Option(None, "--name", help="Name of the new model (default: <base>-ft-<date-time>)."),
+    data_root: Path = typer.Option(
+        None, "--data-root", help="Shared data folder (default $LEUKOMORPH_DATA or ../shared/data)."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Fine-tune a cell classifier on reviewed cells (train extra); compare it with the base model.
+
+    Nothing changes for `analyze` until `leukomorph models --install <card> --activate <name>`;
+    `leukomorph models --rollback` goes back."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    ft = _training_module("finetune")
+    _refuse_non_empty(out, overwrite)
+    datasets = (
+        () if replay.strip().lower() in ("", "none") else tuple(d.strip() for d in replay.split(",") if d.strip())
+    )
+    try:
+        res = ft.finetune(
+            [str(m) for m in manifests],
+            out,
+            base=base,
+            epochs=epochs,
+            lr=lr,
+            replay=datasets,
+            replay_size=replay_size,
+            name=name,
+            data_root=data_root,
+            device=device,
+        )
+    except LeukoMorphError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    t = Table("model", "laboratory test cases: accuracy (95% CI)", "base validation split: accuracy (95% CI)")
+    for key in ("base", "finetuned"):
+        c = res["comparison"][key]
+        lab = c["laboratory_test_cases"]
+        labs = (
+            f"{lab['accuracy']:.3f} ({lab['ci95'][0]:.3f}–{lab['ci95'][1]:.3f}), n={lab['n']}" if lab.get("n") else "–"
+        )
+        shared = "; ".join(
+            f"{d} {v['accuracy']:.3f} ({v['ci95'][0]:.3f}–{v['ci95'][1]:.3f})"
+            for d, v in c["base_validation_split"].items()
+            if v.get("n")
+        )
+        t.add_row(c["model"], labs, shared or "–")
+    Console().print(t)
+    console.print(f"card: {res['card']}\n{res['note']}")
+    console.print(f"to use it: leukomorph models --install {res['card']} --activate <name>; undo: --rollback")
 
 
 @app.command("train-detector")

@@ -93,9 +93,13 @@ def load_seg_wbc(root: str | os.PathLike[str] | None = None, domain: str | None 
 
 
 def _user_label(dataset: str, label: str) -> tuple[str, ...]:
-    if label not in CLASSES:
-        raise LabelMappingError(dataset, label)
-    return (label,)
+    """A taxonomy class, or a partial label "a|b" (one of these classes, e.g. a neutrophil whose
+    segmentation was not judged: ``segmented_neutrophil|band_neutrophil``)."""
+    parts = tuple(p.strip() for p in label.split("|"))
+    for p in parts:
+        if p not in CLASSES:
+            raise LabelMappingError(dataset, label)
+    return parts
 
 
 def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> list[LabelledImage]:

@@ -24,12 +24,19 @@ __all__ = [
     "DEFAULT_CASE_MODEL",
     "DEFAULT_CLASSIFIER",
     "ModelCard",
+    "activate_model",
+    "active_classifier",
     "ensemble_sha256",
     "get_card",
+    "install_model",
+    "leukomorph_home",
     "list_cards",
     "load_classifier",
     "load_detector",
     "load_segmenter",
+    "rollback_model",
+    "training_weights",
+    "user_zoo",
 ]
 
 #: Name of the bundled default cell classifier.
@@ -86,22 +93,137 @@ def _zoo() -> Path:
     return Path(str(resources.files("leukomorph.models") / "zoo"))
 
 
-def list_cards() -> list[ModelCard]:
-    """Cards of all bundled models, sorted by name."""
-    return sorted((ModelCard.from_file(p) for p in _zoo().glob("*.json")), key=lambda c: c.name)
+def leukomorph_home() -> Path:
+    """LeukoMorph's own folder: ``$LEUKOMORPH_HOME``, else ``~/.local/share/leukomorph`` (review
+    store, installed models, the active-model record)."""
+    return Path(os.environ.get("LEUKOMORPH_HOME") or Path.home() / ".local" / "share" / "leukomorph")
+
+
+def user_zoo() -> Path:
+    """Where ``leukomorph models --install`` puts a laboratory's own models (e.g. fine-tuned ones)."""
+    return leukomorph_home() / "models"
+
+
+def _bundled_cards() -> list[ModelCard]:
+    return [ModelCard.from_file(p) for p in _zoo().glob("*.json")]
+
+
+def _installed_cards() -> list[ModelCard]:
+    z = user_zoo()
+    return [ModelCard.from_file(p) for p in sorted(z.glob("*.json"))] if z.is_dir() else []
+
+
+def list_cards(installed: bool = True) -> list[ModelCard]:
+    """Cards of all bundled models (and, with ``installed``, the models installed in
+    :func:`user_zoo`), sorted by name."""
+    return sorted(_bundled_cards() + (_installed_cards() if installed else []), key=lambda c: c.name)
 
 
 def get_card(name_or_path: str) -> ModelCard:
-    """A bundled card by name, or any card by the path of its JSON file."""
+    """A bundled or installed card by name (bundled first: an installed model cannot shadow a
+    bundled one), or any card by the path of its JSON file."""
     if name_or_path.endswith(".json") or os.sep in name_or_path:
         if not Path(name_or_path).is_file():
             raise ModelNotFoundError(f"{name_or_path}: model card file not found")
         return ModelCard.from_file(name_or_path)
-    for card in list_cards():
+    for card in _bundled_cards():
+        if card.name == name_or_path:
+            return card
+    for card in _installed_cards():
         if card.name == name_or_path:
             return card
     names = ", ".join(c.name for c in list_cards()) or "none"
-    raise ModelNotFoundError(f"no model named {name_or_path!r} (bundled: {names})")
+    raise ModelNotFoundError(f"no model named {name_or_path!r} (known: {names})")
+
+
+def training_weights(card: ModelCard) -> Path:
+    """The torch weights a card ships for further training (``leukomorph finetune``), sha256-checked."""
+    tw = card.raw.get("training_weights")
+    if not tw:
+        raise ModelError(f"model {card.name!r} {card.version} ships no training weights (fine-tuning needs them)")
+    path = Path(card.card_path).parent / tw["file"]
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: training weights of model {card.name!r} are missing")
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if h != tw["sha256"]:
+        raise ModelIntegrityError(f"{path}: sha256 {h} does not match model card {card.card_path}; refusing to use")
+    return path
+
+
+def _active_file() -> Path:
+    return leukomorph_home() / "active-model.json"
+
+
+def active_classifier() -> str:
+    """The cell classifier `analyze` uses when none is named: the one made active with
+    ``leukomorph models --activate`` (an installed model), else DEFAULT_CLASSIFIER. An active model
+    that cannot be found is an error, never replaced by the bundled one."""
+    f = _active_file()
+    if not f.is_file():
+        return DEFAULT_CLASSIFIER
+    try:
+        name = json.loads(f.read_text(encoding="utf-8")).get("classifier") or DEFAULT_CLASSIFIER
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{f}: unreadable active-model record ({exc}); fix or delete it") from exc
+    get_card(name)  # raises ModelNotFoundError: no silent fallback to the bundled model
+    return name
+
+
+def install_model(card_path: str | os.PathLike[str]) -> ModelCard:
+    """Copy a cell classifier's card and its files (weights, split file) into :func:`user_zoo`
+    after verifying it loads; a name already bundled or installed is refused."""
+    import shutil
+
+    card = get_card(str(card_path))
+    if card.raw.get("ensemble"):
+        raise ModelError(f"{card.card_path}: an ensemble card; install its members and write its card in the user zoo")
+    load_classifier(card.card_path)  # verifies sha256 and that it is a cell classifier
+    if any(c.name == card.name for c in list_cards()):
+        raise ModelError(f"a model named {card.name!r} is already bundled or installed; give the new one another name")
+    src = Path(card.card_path).parent
+    files = [card.raw["file"], card.raw.get("split_file"), (card.raw.get("training_weights") or {}).get("file")]
+    z = user_zoo()
+    z.mkdir(parents=True, exist_ok=True)
+    for f in [f for f in files if f]:
+        if (z / f).exists():
+            raise ModelError(f"{z / f} exists; refusing to overwrite another installed model's file")
+    for f in [f for f in files if f]:
+        shutil.copyfile(src / f, z / f)
+    shutil.copyfile(card.card_path, z / f"{card.name}.json")
+    return get_card(card.name)
+
+
+def activate_model(name: str) -> dict:
+    """Make an installed or bundled cell classifier the one `analyze` uses by default; the previous
+    choice is kept for :func:`rollback_model`. Returns the record written."""
+    from datetime import datetime, timezone
+
+    card = get_card(name)
+    load_classifier(card.card_path)
+    f = _active_file()
+    rec = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {"classifier": None, "history": []}
+    prev = rec.get("classifier") or DEFAULT_CLASSIFIER
+    rec["history"] = [*rec.get("history", []), {"classifier": prev, "replaced": datetime.now(timezone.utc).isoformat()}]
+    rec["classifier"] = card.name
+    rec["sha256"] = card.sha256
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(rec, indent=2), encoding="utf-8")
+    return rec
+
+
+def rollback_model() -> dict:
+    """Return to the cell classifier active before the last activation (the bundled default at the
+    start of the history). Returns the record written."""
+    f = _active_file()
+    rec = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    if not rec.get("history"):
+        raise ModelError(f"nothing to roll back: no earlier active model recorded in {f}")
+    prev = rec["history"].pop()["classifier"]
+    get_card(prev)
+    rec["classifier"] = prev
+    rec["sha256"] = get_card(prev).sha256
+    f.write_text(json.dumps(rec, indent=2), encoding="utf-8")
+    return rec
 
 
 def load_segmenter(name_or_path: str = "leukomorph-seg", threads: int | None = None):

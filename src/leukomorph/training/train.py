@@ -87,6 +87,13 @@ class TrainConfig:
     #: share of the loss taken by the soft targets (the rest: the label loss)
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    #: data sets whose records always go to the training split (fine-tuning: the replayed shared
+    #: data, already seen by the base model, must not be validated or tested on)
+    train_only: tuple[str, ...] = ()
+    #: share of the sampling mass given to data sets by name (e.g. {"user": 0.5} when fine-tuning:
+    #: a laboratory's few hundred cells would otherwise be drowned by the replayed crops); the
+    #: other data sets share the rest in their own proportions
+    source_share: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -278,6 +285,24 @@ def sampling_weights(recs: Sequence[LabelledImage], masks: np.ndarray, power: fl
     return w / w.sum()
 
 
+def share_sources(w: np.ndarray, datasets: Sequence[str], share: dict) -> np.ndarray:
+    """Rescale sampling probabilities ``w`` so that each data set named in ``share`` gets that share
+    of the total; the others keep their proportions within what is left. Returns probabilities."""
+    ds = np.asarray(datasets)
+    fixed = {d: float(v) for d, v in share.items() if (ds == d).any()}
+    if any(v < 0 for v in fixed.values()) or sum(fixed.values()) > 1:
+        raise ConfigError(f"source shares must be >= 0 and sum to at most 1, not {share}")
+    out = np.asarray(w, float).copy()
+    rest = ~np.isin(ds, list(fixed))
+    left = 1.0 - sum(fixed.values())
+    for d, v in fixed.items():
+        m = ds == d
+        out[m] = out[m] / out[m].sum() * v
+    if rest.any():
+        out[rest] = out[rest] / out[rest].sum() * left
+    return out / out.sum()
+
+
 def train_classifier(
     records: Sequence[LabelledImage],
     cfg: TrainConfig,
@@ -318,6 +343,10 @@ def train_classifier(
     )
     val = np.zeros(len(recs), bool)
     val[rest[val_in_rest]] = True
+    if cfg.train_only:
+        pinned = np.array([r.dataset in cfg.train_only for r in recs])
+        test &= ~pinned
+        val &= ~pinned
     train = ~(test | val)
     split_name = np.where(test, "test", np.where(val, "val", "train"))
     with (out / "split.csv").open("w", newline="") as fh:
@@ -331,7 +360,10 @@ def train_classifier(
     for i, r in enumerate(recs):
         masks[i, [cidx[c] for c in r.classes]] = True
     tr = np.nonzero(train)[0]
-    item_w = torch.tensor(sampling_weights([recs[i] for i in tr], masks[tr], cfg.balance_power, cfg.balance_by))
+    item_w = sampling_weights([recs[i] for i in tr], masks[tr], cfg.balance_power, cfg.balance_by)
+    if cfg.source_share:
+        item_w = share_sources(item_w, [recs[i].dataset for i in tr], cfg.source_share)
+    item_w = torch.tensor(item_w)
 
     net = build_net(cfg.arch, len(CLASSES), cfg.size)
     if cfg.init:
