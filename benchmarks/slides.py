@@ -100,6 +100,19 @@ def _mosaic(fields: list[dict], gap: int = 200):
     return canvas, truth, (cols, rows, w, h, gap)
 
 
+def _level_kw(mpp: float, k: int) -> dict:
+    """tifffile arguments of pyramid level k (downsample 4**k): zlib tiles, pixel size in the tags."""
+    r = 1e4 / (mpp * 4**k)
+    return dict(
+        compression="zlib",
+        photometric="rgb",
+        resolution=(r, r),
+        resolutionunit="CENTIMETER",
+        subfiletype=1 if k else 0,
+        metadata=None,
+    )
+
+
 def _write(path: Path, canvas: np.ndarray, mpp: float) -> None:
     levels = [canvas] + [
         cv2.resize(canvas, (max(1, canvas.shape[1] // 4**k), max(1, canvas.shape[0] // 4**k)), cv2.INTER_AREA)
@@ -107,17 +120,7 @@ def _write(path: Path, canvas: np.ndarray, mpp: float) -> None:
     ]
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         for k, lv in enumerate(levels):
-            r = 1e4 / (mpp * 4**k)
-            tw.write(
-                lv,
-                tile=(256, 256),
-                compression="zlib",
-                photometric="rgb",
-                resolution=(r, r),
-                resolutionunit="CENTIMETER",
-                subfiletype=1 if k else 0,
-                metadata=None,
-            )
+            tw.write(lv, tile=(256, 256), **_level_kw(mpp, k))
 
 
 def large(out: Path, model, mpp: float) -> None:
@@ -153,20 +156,8 @@ def large(out: Path, model, mpp: float) -> None:
     t0 = time.perf_counter()
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         for k, ds in enumerate((1, 4, 16)):
-            r = 1e4 / (mpp * ds)
             shape = (-(-(H // ds) // T) * T, -(-(W // ds) // T) * T, 3)
-            tw.write(
-                tiles(ds),
-                shape=shape,
-                dtype=np.uint8,
-                tile=(T, T),
-                compression="zlib",
-                photometric="rgb",
-                resolution=(r, r),
-                resolutionunit="CENTIMETER",
-                subfiletype=1 if k else 0,
-                metadata=None,
-            )
+            tw.write(tiles(ds), shape=shape, dtype=np.uint8, tile=(T, T), **_level_kw(mpp, k))
     print(f"\nlarge slide: {W}×{H} px written in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)")
     t0 = time.perf_counter()
     res = run_case([str(path)], "large", AnalyzeConfig(slides=True), model)
