@@ -220,7 +220,10 @@ def analyze(
     for name, files in cases:
         with _progress() as bar:
             task = bar.add_task(f"{name}", total=len(files))
-            result = run_case(files, name, cfg, clf, progress=lambda d, t, task=task: bar.update(task, completed=d))
+            # the total comes with each report: with --slides it counts tiles, not the slides given
+            result = run_case(
+                files, name, cfg, clf, progress=lambda d, t, task=task: bar.update(task, completed=d, total=t)
+            )
         for s in result.skipped:
             console.print(f"[yellow]skipped[/yellow] {s.source}: {s.reason}")
         if not result.predictions:
