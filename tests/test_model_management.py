@@ -101,3 +101,15 @@ def test_training_weights_are_shipped_and_checked(tmp_path):
     with pytest.raises(ModelError, match="ships no training weights"):
         training_weights(get_card("leukomorph-det"))
     assert all(c.name != "lab-cell" for c in list_cards())
+
+
+def test_finetune_without_torch_says_what_to_install(tmp_path):
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("torch is installed: the train tests cover finetune")
+    except ImportError:
+        pass
+    (tmp_path / "m.csv").write_text("path,label,patient_id\n")
+    r = CliRunner().invoke(app, ["finetune", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "training needs torch" in r.output
