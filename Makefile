@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/cell_scale.py
 	$(BIN)/python benchmarks/healthy_cases.py
 	$(BIN)/python benchmarks/slides.py
+	$(BIN)/python benchmarks/quality.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -42,6 +42,7 @@ from .io import MAX_PIXELS, read_image
 from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
+from .qc import model_quality_gate, sharpness
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 from .segment import classical_labels, morphometrics
 
@@ -152,6 +153,8 @@ class CaseResult:
     fields: dict[str, dict] = field(default_factory=dict)
     #: slide mode: slide path → what the slide is, its reading zone, tiles read and counted, cells
     slides: dict[str, dict] = field(default_factory=dict)
+    #: quality control: cell source → sharpness of its crop as the model sees it (leukomorph.qc)
+    sharpness: dict[str, float] = field(default_factory=dict)
     #: slide mode: slide path → (overview RGB uint8, its downsample from level 0), for the report
     slide_overviews: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
 
@@ -759,6 +762,8 @@ def run_case(
     pixel_um: dict[str, float | None] = {}
     masks: dict[str, dict[str, list]] = {}
     classify = dict(batch_size=config.batch_size, tta=tta, conformal=conformal, embeddings=want_emb)
+    gate = model_quality_gate(model)
+    sharp: dict[str, float] = {}
     total, done, n_white, stopped = len(paths), 0, 0, None
     seen_boxes: dict[str, list] = {}  # slide → white-cell boxes counted so far (level-0 pixels)
     step = SLIDE_CHUNK if config.slides else config.batch_size
@@ -853,6 +858,8 @@ def run_case(
             preds.extend(
                 classify_crops(model, crops, sources, zoom=1.0 if fixed_zoom is None else fixed_zoom, **classify)
             )
+            if gate is not None:  # quality control: is there the detail the model expects?
+                sharp.update({src: sharpness(c, gate.size) for src, c in zip(sources, crops, strict=True)})
             if morpho_mode:
                 labels = (
                     segmenter.segment_many(crops) if segmenter is not None else [classical_labels(c) for c in crops]
@@ -925,6 +932,11 @@ def run_case(
         conformal = model_conformal(active)
     model_info["conformal"] = conformal.to_dict() if conformal is not None else None
     model_info["cell_scale"] = scale_info
+    model_info["quality"] = (
+        gate.to_dict()
+        if gate is not None
+        else {"note": "the cell model's card sets no sharpness gate: image quality not checked"}
+    )
     return CaseResult(
         case=case,
         inputs=inputs,
@@ -940,6 +952,7 @@ def run_case(
         fields=field_info,
         slides=slides,
         slide_overviews=overviews,
+        sharpness=sharp,
         masks=masks,
         thumbnails=thumbs,
         model=model_info,

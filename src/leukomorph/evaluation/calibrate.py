@@ -21,12 +21,14 @@ __all__ = [
     "fit_colour_gate",
     "fit_conformal",
     "fit_entropy_gate",
+    "fit_sharpness_gate",
     "fit_tta_temperature",
     "labelled_probs",
     "patient_datasets",
     "write_confusion",
     "write_conformal",
     "write_entropy_gate",
+    "write_quality_gate",
     "write_tta_temperature",
     "write_unfamiliar",
 ]
@@ -205,6 +207,39 @@ def fit_colour_gate(
             "seed": seed,
         },
     }
+
+
+#: the sharpness gate is this percentile of the training crops' sharpness
+SHARPNESS_QUANTILE = 0.5
+
+
+def fit_sharpness_gate(
+    card: ModelCard, split: str | os.PathLike[str] | None = None, n: int = 1500, seed: int = 0
+) -> dict:
+    """The :mod:`leukomorph.qc` gate of a cell model: the SHARPNESS_QUANTILE-th percentile of
+    :func:`leukomorph.qc.sharpness` over ``n`` random crops of the split's *training* rows, rounded
+    to 0.1. Label-free (a range of the training images, not a fit to labels)."""
+    from ..io import read_image
+    from ..qc import sharpness
+    from .runner import _resolve
+
+    path, train = split_rows(card, split, "train")
+    rng = np.random.default_rng(seed)
+    pick = [train[i] for i in sorted(rng.choice(len(train), min(n, len(train)), replace=False))]
+    vals = np.array([sharpness(read_image(_resolve(r["path"])).pixels, card.input_size) for r in pick])
+    return {
+        "sharpness_gate": round(float(np.percentile(vals, SHARPNESS_QUANTILE)), 1),
+        "quantile": SHARPNESS_QUANTILE,
+        "measure": "variance of the Laplacian of the grey levels of the crop prepared at the input size "
+        "(leukomorph.qc.sharpness)",
+        "median_training_crop": round(float(np.median(vals)), 1),
+        "fitted_on": {"split": path.name, "which": "train", "n_crops": len(pick), "seed": seed},
+    }
+
+
+def write_quality_gate(card_path: str | os.PathLike[str], gate: dict) -> None:
+    """Store a :func:`fit_sharpness_gate` result under ``inference.quality`` of the card JSON."""
+    _set_inference(card_path, "quality", gate)
 
 
 def write_unfamiliar(card_path: str | os.PathLike[str], model: str, gate: dict) -> None:

@@ -186,6 +186,33 @@ def _review_rule(result) -> str:
     return f"{thr} (the model has no conformal calibration)"
 
 
+def _low_quality(result, src: str) -> bool:
+    """Whether a cell's crop is below the model's sharpness gate (leukomorph.qc)."""
+    q = (result.model.get("quality") or {}).get("sharpness_gate")
+    v = getattr(result, "sharpness", {}).get(src)
+    return q is not None and v is not None and v < q
+
+
+def flagged(result, p) -> bool:
+    """The review flag of a cell: uncertain (:func:`needs_review`). A blurred or low-resolution crop
+    is noted but not flagged on that ground alone: the shipped model, trained with blur and
+    resolution augmentation, keeps its accuracy on such crops of its own laboratories
+    (benchmarks/quality.py), and flagging them would fill the review queue with cells it gets right."""
+    return needs_review(p, result.config.low_confidence)
+
+
+def _quality_summary(result) -> dict:
+    q = result.model.get("quality") or {}
+    vals = getattr(result, "sharpness", {})
+    low = [s for s in vals if _low_quality(result, s)]
+    return {
+        **q,
+        "n_checked": len(vals),
+        "n_blurred_or_low_resolution": len(low),
+        "fraction": round(len(low) / len(vals), 4) if vals else None,
+    }
+
+
 def _results_dict(result) -> dict:
     d = result.differential
     return {
@@ -213,10 +240,11 @@ def _results_dict(result) -> dict:
             "corrected_for_model_confusion": d.corrected,
         },
         "review": {
-            "n_flagged": sum(needs_review(p, result.config.low_confidence) for p in result.predictions),
+            "n_flagged": sum(flagged(result, p) for p in result.predictions),
             "rule": _review_rule(result),
             "conformal": result.model.get("conformal"),
         },
+        "quality": _quality_summary(result),
         "case_scores": result.case_scores,
         "fields": {path: {k: v for k, v in f.items() if k != "objects"} for path, f in result.fields.items()},
         "slides": getattr(result, "slides", {}),
@@ -261,6 +289,7 @@ def write_outputs(
                 "prediction_set",
                 "review_flag",
                 *[f"p_{c}" for c in classes],
+                "sharpness",
                 *morpho_cols,
                 *[f"attr_{a}" for a in attr_names],
                 "status",
@@ -288,6 +317,7 @@ def write_outputs(
                         "",
                         "",
                         *[""] * len(classes),
+                        "",
                         *[""] * len(morpho_cols),
                         *[""] * len(attr_names),
                         inp.status,
@@ -302,12 +332,22 @@ def write_outputs(
                         p.predicted_class,
                         f"{p.confidence:.4f}",
                         "|".join(p.prediction_set),
-                        str(needs_review(p, result.config.low_confidence)).lower(),
+                        str(flagged(result, p)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
+                        _fmt(getattr(result, "sharpness", {}).get(src)),
                         *[_fmt(result.morphometrics.get(src, {}).get(c)) for c in morpho_cols],
                         *[result.attributes.get(src, {}).get(a, ("", 0))[0] for a in attr_names],
                         "ok",
-                        "; ".join(inp.notes),
+                        "; ".join(
+                            [
+                                *inp.notes,
+                                *(
+                                    ["blurred or low resolution (below the model's sharpness gate)"]
+                                    if _low_quality(result, src)
+                                    else []
+                                ),
+                            ]
+                        ),
                     ]
                 )
     results = _results_dict(result)
@@ -639,7 +679,7 @@ def render_html(result, results: dict) -> str:
                     ],
                 }
             )
-    low = sorted((p for p in preds if needs_review(p, result.config.low_confidence)), key=lambda p: p.confidence)
+    low = sorted((p for p in preds if flagged(result, p)), key=lambda p: p.confidence)
 
     def second(p):
         order = np.argsort(p.probabilities)[::-1]
@@ -653,6 +693,7 @@ def render_html(result, results: dict) -> str:
             "conf": p.confidence,
             "alt": second(p),
             "set": [c.replace("_", " ") for c in p.prediction_set],
+            "blur": _low_quality(result, p.source),
         }
         for p in low[:GALLERY_LIMIT]
     ]

@@ -150,6 +150,10 @@ def finalize_model(
     card_path = out / f"{name}.json"
     card_path.write_text(jsonio.dumps(card, indent=1))
     evaluate_card(card_path, out / split_name, out / "eval", n_boot, tta, conformal_alpha)
+    from ..evaluation.calibrate import fit_sharpness_gate, write_quality_gate
+    from ..models.registry import ModelCard
+
+    write_quality_gate(card_path, fit_sharpness_gate(ModelCard.from_file(card_path), out / split_name))
     return card_path
 
 
