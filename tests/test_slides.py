@@ -175,6 +175,7 @@ def test_analyze_slides_counts_each_white_cell_once_in_slide_coordinates(slide, 
     assert "<h2>Slides</h2>" in html and "generic-tiff" in html
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["slides"] is True and run["config"]["fields"] is True
+    assert run["slides"] == [{"path": str(slide), "quickhash": sl["quickhash"], "vendor": "generic-tiff"}]
     r = CliRunner().invoke(app, ["import", str(out), "--data-dir", str(tmp_path / "store")])
     assert r.exit_code == 0 and "(12 cells)" in r.output, r.output  # cells cut from the slide for review
 

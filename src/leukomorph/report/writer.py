@@ -362,6 +362,12 @@ def write_outputs(
         "inputs": [
             {"path": i.path, "sha256": i.sha256, "status": i.status, "notes": list(i.notes)} for i in result.inputs
         ],
+        # slide mode: each slide's identity (OpenSlide's quick hash; the tiles above carry the
+        # sha256 of their decoded pixels)
+        "slides": [
+            {"path": p, "quickhash": sl.get("quickhash"), "vendor": sl.get("vendor")}
+            for p, sl in getattr(result, "slides", {}).items()
+        ],
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "outputs": list(OUTPUT_FILES),
     }
