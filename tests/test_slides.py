@@ -96,6 +96,13 @@ def test_open_slide_reports_levels_pixel_size_and_identity(slide, tmp_path):
         open_slide(bad)
 
 
+def test_a_striped_tiff_given_as_a_slide_says_how_to_convert_it(tmp_path):
+    p = tmp_path / "big.tif"
+    tifffile.imwrite(p, np.full((300, 400, 3), 230, np.uint8))  # striped, not tiled
+    with pytest.raises(ImageReadError, match="tiled"):
+        open_slide(p)
+
+
 def test_a_slide_given_as_an_image_says_to_use_slides(tmp_path):
     p = tmp_path / "scan.svs"
     p.write_bytes(b"II*\x00" + b"\x00" * 100)

@@ -100,9 +100,13 @@ def _handle(path: str, mtime: float):
     try:
         return openslide.OpenSlide(path)
     except openslide.OpenSlideUnsupportedFormatError as exc:
+        ext = os.path.splitext(path)[1].lower()
         hint = (
             ": an ordinary image; analyse it with --fields (a smear field) or without (single-cell crops)"
-            if os.path.splitext(path)[1].lower() in ORDINARY_SUFFIXES
+            if ext in ORDINARY_SUFFIXES
+            else ": OpenSlide reads TIFFs only when tiled; a large striped TIFF can be converted, e.g. "
+            "`vips tiffsave in.tif out.tif --tile --pyramid` (a small one is a field: --fields)"
+            if ext in (".tif", ".tiff")
             else ""
         )
         raise ImageReadError(path, f"not a whole-slide image OpenSlide can read{hint}") from exc
