@@ -96,11 +96,15 @@ def test_open_slide_reports_levels_pixel_size_and_identity(slide, tmp_path):
         open_slide(bad)
 
 
-def test_a_striped_tiff_given_as_a_slide_says_how_to_convert_it(tmp_path):
+def test_a_striped_tiff_given_as_a_slide_says_how_to_convert_it(tmp_path, slide):
     p = tmp_path / "big.tif"
     tifffile.imwrite(p, np.full((300, 400, 3), 230, np.uint8))  # striped, not tiled
-    with pytest.raises(ImageReadError, match="tiled"):
+    with pytest.raises(ImageReadError, match="only when tiled"):
         open_slide(p)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(slide.read_bytes()[: slide.stat().st_size // 2])  # a truncated copy
+    with pytest.raises(ImageReadError, match="damaged|corrupt or truncated"):
+        open_slide(cut)
 
 
 def test_a_slide_given_as_an_image_says_to_use_slides(tmp_path):
@@ -255,3 +259,23 @@ def test_aperio_slides_give_vendor_and_pixel_size(tmp_path):
     p = write_pyramid(tmp_path / "scan.svs", mosaic(), mpp=None, description=desc)
     info = open_slide(p)
     assert info.vendor == "aperio" and info.mpp == pytest.approx(0.08) and info.objective_power == 40
+
+
+def test_a_damaged_tile_skips_its_region_and_the_slide_goes_on(tmp_path, monkeypatch):
+    import leukomorph.pipeline as pipeline
+    from leukomorph.pipeline import AnalyzeConfig, run_case
+
+    slide = write_pyramid(tmp_path / "s.tif", mosaic(), mpp=None)  # 1,024 px tiles: several regions
+    with tifffile.TiffFile(slide) as tf:
+        page = tf.pages[0]
+        off, n = page.dataoffsets[5], page.databytecounts[5]  # a level-0 tile inside the smear
+    data = bytearray(slide.read_bytes())
+    data[off : off + n] = b"\xff" * n
+    slide.write_bytes(bytes(data))
+    monkeypatch.setattr(pipeline, "OVERVIEW_PX", 256)  # the overview comes from level 1, intact
+    cfg = AnalyzeConfig(slides=True, max_white_cells=0, saliency=False, morphometrics="none")
+    res = run_case([str(slide)], "s", cfg)
+    bad = [s for s in res.skipped if "cannot read region" in s.reason]
+    assert bad and all(parse_region(s.source)[0] == str(slide) for s in bad)
+    sl = res.slides[str(slide)]
+    assert sl["tiles_counted"] >= 1 and sl["white_cells"] >= 1  # the other regions were counted

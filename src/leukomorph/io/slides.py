@@ -104,14 +104,30 @@ def _handle(path: str, mtime: float):
         hint = (
             ": an ordinary image; analyse it with --fields (a smear field) or without (single-cell crops)"
             if ext in ORDINARY_SUFFIXES
-            else ": OpenSlide reads TIFFs only when tiled; a large striped TIFF can be converted, e.g. "
-            "`vips tiffsave in.tif out.tif --tile --pyramid` (a small one is a field: --fields)"
+            else _tiff_hint(path)
             if ext in (".tif", ".tiff")
             else ""
         )
         raise ImageReadError(path, f"not a whole-slide image OpenSlide can read{hint}") from exc
     except openslide.OpenSlideError as exc:
         raise ImageReadError(path, f"corrupt or unreadable whole-slide image ({exc})") from exc
+
+
+def _tiff_hint(path: str) -> str:
+    """Why OpenSlide may have refused a TIFF: damaged, or striped (not tiled)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tiled = tf.pages[0].is_tiled
+    except Exception as exc:  # tifffile raises many types for damaged files
+        return f": a corrupt or truncated TIFF ({exc.__class__.__name__})"
+    if tiled:
+        return ": a tiled TIFF OpenSlide cannot open (damaged, or a layout it does not know)"
+    return (
+        ": OpenSlide reads TIFFs only when tiled; a large striped TIFF can be converted, e.g. "
+        "`vips tiffsave in.tif out.tif --tile --pyramid` (a small one is a field: --fields)"
+    )
 
 
 def _slide(path: str):
