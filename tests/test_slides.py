@@ -243,6 +243,17 @@ def test_analyze_slides_skips_what_is_not_a_slide_and_goes_on(slide, tmp_path):
     assert res["slides"][str(slide)]["white_cells"] == 12
     r = CliRunner().invoke(app, ["analyze", str(slide), "--out", str(tmp_path / "o3"), "--slides", "--max-cells", "-1"])
     assert r.exit_code == 2
+    r = CliRunner().invoke(
+        app, ["analyze", str(slide), "--out", str(tmp_path / "o4"), "--slides", "--zone-coverage", "0.9", "0.1"]
+    )
+    assert r.exit_code == 2 and "--zone-coverage" in r.output
+    # a wider range is taken as given and recorded
+    r = CliRunner().invoke(
+        app, ["analyze", str(slide), "--out", str(tmp_path / "o5"), "--slides", "--zone-coverage", "0.05", "0.95"]
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "o5" / "results.json").read_text())["slides"][str(slide)]["zone"]
+    assert rec["coverage_range"] == [0.05, 0.95]
 
 
 def test_folders_of_slides_are_expanded_with_slide_suffixes(tmp_path):

@@ -153,6 +153,12 @@ def analyze(
     max_cells: int = typer.Option(
         500, "--max-cells", help="With --slides: stop once this many white cells are counted (0: the whole smear)."
     ),
+    zone_coverage: tuple[float, float] = typer.Option(
+        (0.1, 0.9),
+        "--zone-coverage",
+        help="With --slides: count a tile when this fraction of it is covered by cells (lower, upper); set on "
+        "public monolayer fields, not on whole slides: widen or narrow it for your smears.",
+    ),
     unfamiliar_model: bool = typer.Option(
         True,
         "--unfamiliar-model/--no-unfamiliar-model",
@@ -186,6 +192,7 @@ def analyze(
         fields=fields or slides,
         slides=slides,
         max_white_cells=max_cells,
+        zone_coverage=tuple(zone_coverage),
         detector=detector,
         cell_scale=cell_scale,
         unfamiliar_model=unfamiliar_model,
@@ -193,6 +200,8 @@ def analyze(
     try:
         if max_cells < 0:
             raise ConfigError(f"--max-cells must be >= 0, not {max_cells}")
+        if not 0.0 <= zone_coverage[0] < zone_coverage[1] <= 1.0:
+            raise ConfigError(f"--zone-coverage must be two fractions, lower < upper, not {zone_coverage}")
         fixed_cell_zoom(cell_scale, cfg.fields)
         cases = _cases(paths, per_folder, case, slides)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
