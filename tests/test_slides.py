@@ -290,3 +290,28 @@ def test_a_damaged_tile_skips_its_region_and_the_slide_goes_on(tmp_path, monkeyp
     assert bad and all(parse_region(s.source)[0] == str(slide) for s in bad)
     sl = res.slides[str(slide)]
     assert sl["tiles_counted"] >= 1 and sl["white_cells"] >= 1  # the other regions were counted
+
+
+def test_a_stitched_smear_image_too_large_for_a_field_is_read_as_a_one_level_slide(tmp_path, monkeypatch):
+    """A PNG above the field limit: refused as a crop or field with the --slides hint, then read
+    with --slides as a one-level slide (decoded whole) and counted like any slide."""
+    import leukomorph.io.images as images
+    import leukomorph.pipeline as pipeline
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 1_000_000)  # the mosaic (5.8 MP) stands for a 100 MP scan
+    monkeypatch.setattr(pipeline, "MAX_PIXELS", 1_000_000)
+    png = tmp_path / "scan.png"
+    Image.fromarray(mosaic()).save(png)
+    with pytest.raises(ImageReadError, match="--slides"):
+        read_image(png)
+    info = open_slide(png)
+    assert info.vendor.startswith("image") and len(info.level_dimensions) == 1 and len(info.quickhash) == 64
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["analyze", str(png), "--out", str(out), "--slides", "--max-cells", "0"])
+    assert r.exit_code == 0, r.output
+    sl = json.loads((out / "results.json").read_text())["slides"][str(png)]
+    assert sl["white_cells"] == 12 and sl["mpp"] is None
+    small = tmp_path / "field.png"
+    Image.open(FIELD).save(small)  # a field-sized PNG stays a field
+    with pytest.raises(ImageReadError, match="--fields"):
+        open_slide(small)

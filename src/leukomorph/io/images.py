@@ -185,7 +185,9 @@ def _decode_pil(data: bytes, path: str, notes: list[str], meta: dict | None = No
             im = PILImage.open(io.BytesIO(data))
             w, h = im.size
             if w * h > MAX_PIXELS:
-                raise ImageReadError(path, f"image too large ({w}×{h}; limit {MAX_PIXELS:,} pixels)")
+                raise ImageReadError(
+                    path, f"image too large ({w}×{h}; limit {MAX_PIXELS:,} pixels; if a whole smear scan, {SLIDE_HINT})"
+                )
             if getattr(im, "n_frames", 1) > 1:
                 notes.append(f"multi-frame image: first of {im.n_frames} frames used")
             im.load()

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,9 @@ SLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".
 ORDINARY_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 #: largest region read at once, in pixels at the read level
 MAX_REGION_PIXELS = 64_000_000
+#: largest ordinary image (a stitched smear scan) opened as a one-level slide: decoded whole,
+#: 3 bytes a pixel
+LARGE_IMAGE_MAX_PIXELS = 300_000_000
 
 _REGION = re.compile(r"^(?P<path>.+)\[x=(?P<x>\d+),y=(?P<y>\d+),w=(?P<w>\d+),h=(?P<h>\d+),level=(?P<level>\d+)\]$")
 
@@ -58,7 +62,8 @@ class SlideInfo:
     level_downsamples: tuple[float, ...]
     mpp: float | None
     objective_power: float | None
-    #: OpenSlide's quick hash of the slide (a few tiles and the metadata), its identity in manifests
+    #: OpenSlide's quick hash of the slide (a few tiles and the metadata), its identity in
+    #: manifests; for a large ordinary image, the sha256 of its file
     quickhash: str
 
     @property
@@ -93,6 +98,10 @@ def _openslide():
     return openslide
 
 
+class _NotOpenSlide(Exception):
+    """OpenSlide does not read this file (the reason follows)."""
+
+
 @functools.lru_cache(maxsize=8)
 def _handle(path: str, mtime: float):
     """An open slide, kept for the next region of the same file (OpenSlide is thread-safe)."""
@@ -100,17 +109,56 @@ def _handle(path: str, mtime: float):
     try:
         return openslide.OpenSlide(path)
     except openslide.OpenSlideUnsupportedFormatError as exc:
-        ext = os.path.splitext(path)[1].lower()
-        hint = (
-            ": an ordinary image; analyse it with --fields (a smear field) or without (single-cell crops)"
-            if ext in ORDINARY_SUFFIXES
-            else _tiff_hint(path)
-            if ext in (".tif", ".tiff")
-            else ""
-        )
-        raise ImageReadError(path, f"not a whole-slide image OpenSlide can read{hint}") from exc
+        raise _NotOpenSlide(path) from exc
     except openslide.OpenSlideError as exc:
         raise ImageReadError(path, f"corrupt or unreadable whole-slide image ({exc})") from exc
+
+
+def _not_a_slide(path: str) -> ImageReadError:
+    ext = os.path.splitext(path)[1].lower()
+    hint = (
+        ": an ordinary image; analyse it with --fields (a smear field) or without (single-cell crops)"
+        if ext in ORDINARY_SUFFIXES
+        else _tiff_hint(path)
+        if ext in (".tif", ".tiff")
+        else ""
+    )
+    return ImageReadError(path, f"not a whole-slide image OpenSlide can read{hint}")
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)  # the whole image is decoded: keep one at a time
+def _large_image(path: str, mtime: float):
+    """A stitched smear image (PNG, JPEG, BMP, WebP, striped TIFF) larger than a field may be
+    (MAX_PIXELS) and at most LARGE_IMAGE_MAX_PIXELS, decoded whole and wrapped as a one-level
+    slide (OpenSlide's ImageSlide); None for anything else (the caller explains why)."""
+    from PIL import Image as PILImage
+
+    from .images import MAX_PIXELS
+
+    openslide = _openslide()
+    with _PIL_LIMIT:  # Pillow's bomb guard is a module setting: raised for this one file only
+        old = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = LARGE_IMAGE_MAX_PIXELS
+        try:
+            with PILImage.open(path) as im:
+                w, h = im.size
+                if not MAX_PIXELS < w * h <= LARGE_IMAGE_MAX_PIXELS:
+                    if w * h > LARGE_IMAGE_MAX_PIXELS:
+                        raise ImageReadError(
+                            path, f"image too large ({w}×{h}; limit {LARGE_IMAGE_MAX_PIXELS:,} pixels as a slide)"
+                        )
+                    return None
+                rgb = im.convert("RGB")
+        except ImageReadError:
+            raise
+        except Exception:  # not an image Pillow reads, or damaged: the caller's message says so
+            return None
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = old
+    return openslide.ImageSlide(rgb)
 
 
 def _tiff_hint(path: str) -> str:
@@ -131,13 +179,23 @@ def _tiff_hint(path: str) -> str:
 
 
 def _slide(path: str):
+    """OpenSlide's handle of a slide; an ordinary image (or striped TIFF) too large to be read as
+    one field comes as a one-level slide (:func:`_large_image`)."""
     if not os.path.exists(path):
         raise ImageReadError(path, "no such file (or a broken link)")
     if os.path.isdir(path):
         raise ImageReadError(path, "is a folder, not a whole-slide image")
     if os.path.getsize(path) == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    return _handle(path, os.path.getmtime(path))
+    mtime = os.path.getmtime(path)
+    try:
+        return _handle(path, mtime)
+    except _NotOpenSlide:
+        ext = os.path.splitext(path)[1].lower()
+        big = _large_image(path, mtime) if ext in ORDINARY_SUFFIXES or ext in (".tif", ".tiff") else None
+        if big is None:
+            raise _not_a_slide(path) from None
+        return big
 
 
 def _float(props, key: str) -> float | None:
@@ -155,6 +213,11 @@ def open_slide(path: str | os.PathLike[str]) -> SlideInfo:
     props = s.properties
     mx, my = _float(props, "openslide.mpp-x"), _float(props, "openslide.mpp-y")
     mpp = (mx + my) / 2 if mx and my else (mx or my)
+    if isinstance(s, _openslide().ImageSlide):  # a large ordinary image, decoded whole
+        from .images import sha256_file
+
+        w, h = s.dimensions
+        return SlideInfo(p, "image (one level, decoded whole)", ((int(w), int(h)),), (1.0,), None, None, sha256_file(p))
     return SlideInfo(
         path=p,
         vendor=props.get("openslide.vendor", "unknown"),
