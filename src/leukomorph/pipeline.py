@@ -840,8 +840,6 @@ def run_case(
                             detections[src]["slide"] = {
                                 "path": reg.slide,
                                 "box": [round(a), round(b), round(c), round(e)],
-                                "downsample": reg.downsample,
-                                "origin": [reg.tile.read[0], reg.tile.read[1]],
                             }
                     n_white += len(found)
                     if config.slides and config.max_white_cells and n_white >= config.max_white_cells:

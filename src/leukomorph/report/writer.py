@@ -193,14 +193,6 @@ def _low_quality(result, src: str) -> bool:
     return q is not None and v is not None and v < q
 
 
-def flagged(result, p) -> bool:
-    """The review flag of a cell: uncertain (:func:`needs_review`). A blurred or low-resolution crop
-    is noted but not flagged on that ground alone: the shipped model, trained with blur and
-    resolution augmentation, keeps its accuracy on such crops of its own laboratories
-    (benchmarks/quality.py), and flagging them would fill the review queue with cells it gets right."""
-    return needs_review(p, result.config.low_confidence)
-
-
 def _quality_summary(result) -> dict:
     q = result.model.get("quality") or {}
     vals = getattr(result, "sharpness", {})
@@ -240,7 +232,7 @@ def _results_dict(result) -> dict:
             "corrected_for_model_confusion": d.corrected,
         },
         "review": {
-            "n_flagged": sum(flagged(result, p) for p in result.predictions),
+            "n_flagged": sum(needs_review(p, result.config.low_confidence) for p in result.predictions),
             "rule": _review_rule(result),
             "conformal": result.model.get("conformal"),
         },
@@ -332,7 +324,7 @@ def write_outputs(
                         p.predicted_class,
                         f"{p.confidence:.4f}",
                         "|".join(p.prediction_set),
-                        str(flagged(result, p)).lower(),
+                        str(needs_review(p, result.config.low_confidence)).lower(),
                         *[f"{v:.4f}" for v in p.probabilities],
                         _fmt(getattr(result, "sharpness", {}).get(src)),
                         *[_fmt(result.morphometrics.get(src, {}).get(c)) for c in morpho_cols],
@@ -685,7 +677,7 @@ def render_html(result, results: dict) -> str:
                     ],
                 }
             )
-    low = sorted((p for p in preds if flagged(result, p)), key=lambda p: p.confidence)
+    low = sorted((p for p in preds if needs_review(p, result.config.low_confidence)), key=lambda p: p.confidence)
 
     def second(p):
         order = np.argsort(p.probabilities)[::-1]
