@@ -207,9 +207,15 @@ def _float(props, key: str) -> float | None:
 
 
 def open_slide(path: str | os.PathLike[str]) -> SlideInfo:
-    """The slide's levels, pixel size and identity; raises :class:`ImageReadError` if it is not one."""
+    """The slide's levels, pixel size and identity; raises :class:`ImageReadError` if it is not one.
+    Kept per file and modification time: every tile read asks for it again."""
     p = os.fspath(path)
     s = _slide(p)
+    return _slide_info(p, os.path.getmtime(p), s)
+
+
+@functools.lru_cache(maxsize=8)
+def _slide_info(p: str, mtime: float, s) -> SlideInfo:
     props = s.properties
     mx, my = _float(props, "openslide.mpp-x"), _float(props, "openslide.mpp-y")
     mpp = (mx + my) / 2 if mx and my else (mx or my)
