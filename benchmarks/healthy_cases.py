@@ -80,26 +80,21 @@ def main() -> None:
         fields_section(root)
 
 
-def _truth_crops(base: Path, rows: list[dict], folder: Path) -> int:
-    """The white cells of txl_pbc's box truth, cut with the field crop rule, written as PNG crops."""
+def _truth_crops(items: list[dict], folder: Path) -> int:
+    """The white cells of txl_pbc's box truth (:func:`leukomorph.data.load_txl` items), cut with
+    the field crop rule, written as PNG crops."""
     import cv2
 
     from leukomorph.detect import Detection
-    from leukomorph.io import read_image
     from leukomorph.pipeline import field_crop
 
     folder.mkdir(parents=True)
     n = 0
-    for r in rows:
-        img = read_image(base / r["image"]).pixels
-        h, w = img.shape[:2]
-        for line in (base / r["labels"]).read_text().splitlines():
-            c, cx, cy, bw, bh = line.split()
-            if c != "0":
-                continue
-            cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-            box = Detection(int(cx - bw / 2), int(cy - bh / 2), int(cx + bw / 2), int(cy + bh / 2), 1.0)
-            cv2.imwrite(str(folder / f"{n:04d}.png"), cv2.cvtColor(field_crop(img, box), cv2.COLOR_RGB2BGR))
+    for it in items:
+        for x0, y0, x1, y1 in it["boxes"][it["labels"] == 0]:
+            box = Detection(int(x0), int(y0), int(x1), int(y1), 1.0)
+            crop = field_crop(it["image"], box)
+            cv2.imwrite(str(folder / f"{n:04d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             n += 1
     return n
 
@@ -108,20 +103,19 @@ def fields_section(root: Path) -> None:
     """txl_pbc's fields, one case per source and split, through `analyze --fields`, and the same
     white cells (box truth) cut out and analysed as single-cell crops: PBC and Raabin-WBC are
     healthy donors' blood (BCCD and BCDD do not say), so an APL alarm there is false."""
-    import csv
+    from leukomorph.data import load_txl
 
-    base = root / "txl_pbc"
-    rows = list(csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")))
     print("\ntxl_pbc, one case per source and split: fields (`analyze --fields`) | truth crops (`analyze`):\n")
     print("| source | split | fields | white cells | suggestion | APL score | applicable |")
     print("|---|---|---:|---:|---|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for source in ("PBC", "Raabin-WBC", "BCCD", "BCDD"):
             for split in ("val", "train"):
-                mine = [r for r in rows if r["source_dataset"] == source and r["split"] == split]
-                fs = [str(base / r["image"]) for r in mine]
+                items = load_txl(split, root, source=source)
+                fs = [it["path"] for it in items]
                 crops = Path(tmp) / f"crops-{source}-{split}"
-                n_crops = _truth_crops(base, mine, crops)
+                n_crops = _truth_crops(items, crops)
+                del items  # the fields' pixels: read again by analyze
                 res = []
                 for mode, inputs in (("fields", fs), ("crops", [str(crops)])):
                     out = Path(tmp) / f"{source}-{split}-{mode}"

@@ -21,7 +21,6 @@ OpenSlide reads. The slide states the pixel size the red-cell ruler finds for th
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -30,49 +29,25 @@ import cv2
 import numpy as np
 import tifffile
 
-from leukomorph.data.datasets import data_root
-from leukomorph.io import read_image
+from leukomorph.data import load_txl
+from leukomorph.detect.centernet import iou_matrix
 from leukomorph.models.registry import load_classifier, load_detector
 from leukomorph.pipeline import AnalyzeConfig, run_case
 
 
 def _fields(source: str) -> list[dict]:
-    base = data_root() / "txl_pbc"
-    rows = [
-        r
-        for r in csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8"))
-        if r["split"] == "val" and r["source_dataset"] == source
+    """The source's val fields with their white-cell truth boxes."""
+    return [
+        {"path": it["path"], "image": it["image"], "boxes": [tuple(b) for b in it["boxes"][it["labels"] == 0]]}
+        for it in load_txl("val", source=source)
     ]
-    out = []
-    for r in rows:
-        img = read_image(base / r["image"]).pixels
-        h, w = img.shape[:2]
-        boxes = []
-        for line in (base / r["labels"]).read_text().splitlines():
-            if line.strip():
-                c, cx, cy, bw, bh = line.split()
-                if c == "0":
-                    cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-                    boxes.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
-        out.append({"path": str(base / r["image"]), "image": img, "boxes": boxes})
-    return out
-
-
-def _iou(a, b) -> np.ndarray:
-    """IoU matrix of boxes a (N, 4) and b (M, 4)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    x0, y0 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
-    x1, y1 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
 def _match(pred, truth, thr: float = 0.5) -> dict[int, int]:
     """Greedy one-to-one matching, best IoU first: truth index → prediction index."""
     if not len(pred) or not len(truth):
         return {}
-    m = _iou(truth, pred)
+    m = iou_matrix(truth, pred)
     out: dict[int, int] = {}
     used: set[int] = set()
     for t, p in sorted(np.argwhere(m >= thr).tolist(), key=lambda tp: -m[tp[0], tp[1]]):
@@ -208,7 +183,7 @@ def main() -> None:
         scls = [next(p for p in res.predictions if p.source == s).predicted_class for s in res.detections]
         tb = [t[:4] for t in truth]
         ms = _match(sboxes, tb)
-        iou = _iou(sboxes, sboxes) if sboxes else np.zeros((0, 0))
+        iou = iou_matrix(sboxes, sboxes) if sboxes else np.zeros((0, 0))
         twice = int((np.triu(iou, 1) >= 0.5).sum())
         # the same fields one by one
         fres = run_case([f["path"] for f in fields], source, AnalyzeConfig(fields=True, **common), model)

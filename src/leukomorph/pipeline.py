@@ -34,6 +34,7 @@ from .classify.scale import (
     unfamiliar_fallback,
 )
 from .detect import Detection, detect_white_cells
+from .detect.centernet import iou_matrix
 from .detect.zone import BLOCK_UM, DEFAULT_COVERAGE, MAX_THICK_FRACTION, Tile, plan_reading_zone, tile_coverage
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
@@ -635,18 +636,6 @@ def slide_tiles(
     return order, regions, slides, overviews, skipped
 
 
-def _box_iou(box, others: list) -> float:
-    """Largest IoU of ``box`` with any of ``others`` (x0, y0, x1, y1 each)."""
-    if not others:
-        return 0.0
-    o = np.asarray(others, float)
-    ix = np.clip(np.minimum(o[:, 2], box[2]) - np.maximum(o[:, 0], box[0]), 0, None)
-    iy = np.clip(np.minimum(o[:, 3], box[3]) - np.maximum(o[:, 1], box[1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (o[:, 2] - o[:, 0]) * (o[:, 3] - o[:, 1]) - inter
-    return float((inter / np.maximum(union, 1e-9)).max())
-
-
 def _own(found, info: dict, reg: _Region, seen: list | None = None):
     """Keep the detections (and objects) whose centre lies in the tile's core and that no tile edge
     cuts (a cut cell's box is off its centre: the neighbour that owns it sees it whole); recount.
@@ -671,7 +660,7 @@ def _own(found, info: dict, reg: _Region, seen: list | None = None):
         mine = []
         for d in found:
             (a, b), (c, e) = reg.to_slide(d.x0, d.y0), reg.to_slide(d.x1, d.y1)
-            if _box_iou((a, b, c, e), seen) < 0.5:
+            if not seen or iou_matrix([(a, b, c, e)], seen).max() < 0.5:
                 seen.append((a, b, c, e))
                 mine.append(d)
         found = mine

@@ -10,12 +10,22 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError, LabelMappingError
-from ..io.images import IMAGE_SUFFIXES
+from ..io.images import IMAGE_SUFFIXES, read_image
 from ..records import LabelledImage
 from ..taxonomy import CLASSES, map_label
 
-__all__ = ["data_root", "load_csv_manifest", "load_deepapl", "load_folder_tree", "load_pbc", "load_seg_wbc"]
+__all__ = [
+    "data_root",
+    "load_csv_manifest",
+    "load_deepapl",
+    "load_folder_tree",
+    "load_pbc",
+    "load_seg_wbc",
+    "load_txl",
+]
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -67,6 +77,42 @@ def load_deepapl(root: str | os.PathLike[str] | None = None) -> list[LabelledIma
                 patient_id=row["patient_id"],
                 diagnosis=row["diagnosis"] or None,
             )
+        )
+    return out
+
+
+def load_txl(split: str, root=None, limit: int = 0, source: str | None = None) -> list[dict]:
+    """txl_pbc fields of one split (and of one ``source`` data set, e.g. "Raabin-WBC", when given):
+    ``image`` (RGB), ``boxes`` (N, 4) pixels, ``labels`` (N,: 0 white cell, 1 red cell, 2 platelet),
+    ``id`` (path in txl_pbc/), ``path`` (the file), ``source``."""
+    base = data_root(root) / "txl_pbc"
+    rows = [
+        r
+        for r in csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8"))
+        if r["split"] == split and (source is None or r["source_dataset"] == source)
+    ]
+    if limit:
+        rows = rows[:limit]
+    out = []
+    for r in rows:
+        img = read_image(base / r["image"]).pixels
+        h, w = img.shape[:2]
+        boxes, labels = [], []
+        for line in (base / r["labels"]).read_text().split("\n"):
+            if line.strip():
+                c, cx, cy, bw, bh = line.split()
+                cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+                boxes.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+                labels.append(int(c))
+        out.append(
+            {
+                "id": r["image"],
+                "path": str(base / r["image"]),
+                "source": r["source_dataset"],
+                "image": img,
+                "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+                "labels": np.array(labels, np.int64),
+            }
         )
     return out
 

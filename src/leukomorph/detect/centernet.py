@@ -15,7 +15,7 @@ import numpy as np
 
 from .classical import Detection
 
-__all__ = ["decode", "nms", "tiles", "merge_tiles"]
+__all__ = ["decode", "iou_matrix", "merge_tiles", "nms", "tiles"]
 
 
 def decode(
@@ -55,7 +55,10 @@ def decode(
     return out
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def iou_matrix(a, b) -> np.ndarray:
+    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), boxes as x0, y0, x1, y1."""
+    a = np.asarray(a, float).reshape(-1, 4)
+    b = np.asarray(b, float).reshape(-1, 4)
     ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = ix * iy
@@ -72,7 +75,7 @@ def nms(dets: Sequence[Detection], iou_threshold: float = 0.5) -> list[Detection
         if not ds:
             continue
         boxes = np.array([(d.x0, d.y0, d.x1, d.y1) for d in ds], float)
-        over = _iou_matrix(boxes, boxes) > iou_threshold
+        over = iou_matrix(boxes, boxes) > iou_threshold
         alive = np.ones(len(ds), bool)
         for i in range(len(ds)):
             if alive[i]:

@@ -16,7 +16,6 @@ by :func:`leukomorph.detect.centernet.decode`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -34,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import jsonio
-from ..data import data_root
+from ..data.datasets import load_txl
 from ..imageops import border_fill
-from ..io import read_image
 from .card import card_head
 from .nets import export_dense_onnx
 from .train import MEAN, STD
@@ -118,37 +116,6 @@ class DetConfig:
     seed: int = 0
     threads: int = 0
     limit: int = 0  # use only the first N training fields (smoke tests)
-
-
-def load_txl(split: str, root=None, limit: int = 0) -> list[dict]:
-    """txl_pbc fields of one split: ``image`` (RGB), ``boxes`` (N, 4) pixels, ``labels`` (N,), ids."""
-    base = data_root(root) / "txl_pbc"
-    rows = [
-        r for r in csv.DictReader((base / "manifest.csv").open(newline="", encoding="utf-8")) if r["split"] == split
-    ]
-    if limit:
-        rows = rows[:limit]
-    out = []
-    for r in rows:
-        img = read_image(base / r["image"]).pixels
-        h, w = img.shape[:2]
-        boxes, labels = [], []
-        for line in (base / r["labels"]).read_text().split("\n"):
-            if line.strip():
-                c, cx, cy, bw, bh = line.split()
-                cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-                boxes.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
-                labels.append(int(c))
-        out.append(
-            {
-                "id": r["image"],
-                "source": r["source_dataset"],
-                "image": img,
-                "boxes": np.array(boxes, np.float32).reshape(-1, 4),
-                "labels": np.array(labels, np.int64),
-            }
-        )
-    return out
 
 
 def _augment(item: dict, size: int, rng: np.random.Generator, jitter: tuple[float, float]):
