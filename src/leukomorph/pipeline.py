@@ -49,7 +49,7 @@ from .segment import classical_labels, morphometrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "case_scores", "run_case"]
+__all__ = ["AnalyzeConfig", "CaseResult", "InputRecord", "case_scores", "check_config", "run_case"]
 
 Progress = Callable[[int, int], None]
 
@@ -672,6 +672,17 @@ def _own(found, info: dict, reg: _Region, seen: list | None = None):
     return found, info
 
 
+def check_config(config: AnalyzeConfig) -> AnalyzeConfig:
+    """The slide options checked (:class:`ConfigError` naming the option), and ``fields`` set when
+    ``slides`` is: what :func:`run_case` runs with. Callers may check before any work."""
+    if config.max_white_cells < 0:
+        raise ConfigError(f"max_white_cells (--max-cells) must be >= 0, not {config.max_white_cells}")
+    lo, hi = config.zone_coverage
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ConfigError(f"zone_coverage (--zone-coverage) must be two fractions, lower < upper, not {(lo, hi)}")
+    return dataclasses.replace(config, fields=True) if config.slides and not config.fields else config
+
+
 def run_case(
     paths: Sequence[str],
     case: str = "case",
@@ -682,13 +693,8 @@ def run_case(
     """Analyse one case made of single-cell crop files (smear fields with ``config.fields``, whole
     slides with ``config.slides``). Unreadable inputs are skipped and reported."""
     t0 = time.perf_counter()
-    if config.slides and not config.fields:
-        config = dataclasses.replace(config, fields=True)
-    if config.max_white_cells < 0:
-        raise ConfigError(f"max_white_cells must be >= 0, not {config.max_white_cells}")
+    config = check_config(config)
     lo, hi = config.zone_coverage
-    if not 0.0 <= lo < hi <= 1.0:
-        raise ConfigError(f"zone_coverage must be two fractions lo < hi, not {config.zone_coverage}")
     model = model if model is not None else load_classifier(config.model, threads=config.threads)
     t_load = time.perf_counter() - t0
     tta = config.tta or recommended_tta(model)

@@ -171,7 +171,7 @@ def analyze(
     """Classify single-cell crops, count a differential and write cells.csv, results.json, report.html, run.json."""
     from ..models import load_classifier
     from ..models.registry import active_classifier
-    from ..pipeline import AnalyzeConfig, fixed_cell_zoom, run_case
+    from ..pipeline import AnalyzeConfig, check_config, fixed_cell_zoom, run_case
     from ..report import case_summary, prepare_batch_summary, prepare_output_dir, write_batch_summary, write_outputs
 
     _check_tta_option(tta)
@@ -189,7 +189,7 @@ def analyze(
         tta=tta,
         morphometrics=morpho,
         pixel_size_um=pixel_size,
-        fields=fields or slides,
+        fields=fields,
         slides=slides,
         max_white_cells=max_cells,
         zone_coverage=tuple(zone_coverage),
@@ -198,10 +198,7 @@ def analyze(
         unfamiliar_model=unfamiliar_model,
     )
     try:
-        if max_cells < 0:
-            raise ConfigError(f"--max-cells must be >= 0, not {max_cells}")
-        if not 0.0 <= zone_coverage[0] < zone_coverage[1] <= 1.0:
-            raise ConfigError(f"--zone-coverage must be two fractions, lower < upper, not {zone_coverage}")
+        cfg = check_config(cfg)
         fixed_cell_zoom(cell_scale, cfg.fields)
         cases = _cases(paths, per_folder, case, slides)
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
