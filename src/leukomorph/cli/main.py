@@ -345,9 +345,10 @@ def segment(
 
 
 def _review_home(data_dir: Path | None) -> Path:
-    import os
 
-    d = data_dir or Path(os.environ.get("LEUKOMORPH_HOME") or Path.home() / ".local" / "share" / "leukomorph")
+    from ..models.registry import leukomorph_home
+
+    d = data_dir or leukomorph_home()
     d.mkdir(parents=True, exist_ok=True)
     return d
 

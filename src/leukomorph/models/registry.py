@@ -141,13 +141,7 @@ def training_weights(card: ModelCard) -> Path:
     tw = card.raw.get("training_weights")
     if not tw:
         raise ModelError(f"model {card.name!r} {card.version} ships no training weights (fine-tuning needs them)")
-    path = Path(card.card_path).parent / tw["file"]
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path}: training weights of model {card.name!r} are missing")
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if h != tw["sha256"]:
-        raise ModelIntegrityError(f"{path}: sha256 {h} does not match model card {card.card_path}; refusing to use")
-    return path
+    return _sha_checked(Path(card.card_path).parent / tw["file"], tw["sha256"], card, "training weights", "use")
 
 
 def _active_file() -> Path:
@@ -219,9 +213,8 @@ def rollback_model() -> dict:
     if not rec.get("history"):
         raise ModelError(f"nothing to roll back: no earlier active model recorded in {f}")
     prev = rec["history"].pop()["classifier"]
-    get_card(prev)
     rec["classifier"] = prev
-    rec["sha256"] = get_card(prev).sha256
+    rec["sha256"] = get_card(prev).sha256  # raises when the earlier model has gone
     f.write_text(json.dumps(rec, indent=2), encoding="utf-8")
     return rec
 
@@ -288,13 +281,17 @@ def load_params(card: ModelCard, task: str, what: str) -> dict:
 
 def verify(card: ModelCard) -> Path:
     """Return the weight path after checking it exists and matches the card's sha256."""
-    path = card.weights_path
+    return _sha_checked(card.weights_path, card.sha256, card, "weight file", "load")
+
+
+def _sha_checked(path: Path, sha256: str, card: ModelCard, what: str, verb: str) -> Path:
+    """``path`` after checking that it exists and that its sha256 is the one ``card`` records."""
     if not path.is_file():
-        raise ModelIntegrityError(f"{path}: weight file of model {card.name!r} is missing")
+        raise ModelIntegrityError(f"{path}: {what} of model {card.name!r} is missing")
     h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if h != card.sha256:
+    if h != sha256:
         raise ModelIntegrityError(
-            f"{path}: sha256 {h} does not match model card {card.card_path} ({card.sha256}); refusing to load"
+            f"{path}: sha256 {h} does not match model card {card.card_path} ({sha256}); refusing to {verb}"
         )
     return path
 

@@ -376,9 +376,12 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         s.commit()
         return RedirectResponse(f"/cases/{c.id}", status_code=303)
 
+    def _signed(s: Session, case_id: int, version: int) -> SignedReport | None:
+        return s.scalar(select(SignedReport).where(SignedReport.case_id == case_id, SignedReport.version == version))
+
     @app.get("/cases/{case_id}/reports/{version}.pdf")
     def signed_report_pdf(case_id: int, version: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
-        r = s.scalar(select(SignedReport).where(SignedReport.case_id == case_id, SignedReport.version == version))
+        r = _signed(s, case_id, version)
         if r is None or r.pdf is None:  # reports signed before v0.9 have no PDF
             raise HTTPException(status_code=404, detail="no PDF of this signed report")
         c = s.get(Case, case_id)
@@ -391,7 +394,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
 
     @app.get("/cases/{case_id}/reports/{version}", response_class=HTMLResponse)
     def signed_report(case_id: int, version: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
-        r = s.scalar(select(SignedReport).where(SignedReport.case_id == case_id, SignedReport.version == version))
+        r = _signed(s, case_id, version)
         if r is None:
             raise HTTPException(status_code=404, detail="no such signed report")
         return HTMLResponse(r.html)
