@@ -619,7 +619,7 @@ def slide_tiles(
         slides[p] = {
             **info.to_dict(),
             "read_level": level,
-            "read_um_per_px": info.level_mpp(level),
+            "read_um_per_px": um,
             "tile_core_px": core_px,
             "tile_margin_px": margin_px,
             "zone": {**zone.to_dict(), "coverage_range": list(config.zone_coverage)},
