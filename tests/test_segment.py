@@ -142,3 +142,22 @@ def test_bundled_unet_segments_sample_crops(sample_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert sum(0 < float(r["nc_ratio"]) < 1 for r in rows if r["nc_ratio"]) > 20
+
+
+def test_segmenter_batches_and_arena_release_do_not_change_results(sample_dir):
+    """Memory bounds: segmentation runs SEGMENT_BATCH crops per call, and fields run inside
+    onnxrt.releasing_memory; neither may change a single label."""
+    from leukomorph.io import read_image
+    from leukomorph.models.registry import load_segmenter
+    from leukomorph.onnxrt import _RELEASE, releasing_memory
+
+    seg = load_segmenter()
+    crops = [read_image(p).pixels for p in sorted(sample_dir.glob("*.webp"))[:5]]
+    whole = seg.probabilities(crops, batch_size=len(crops))
+    assert np.allclose(seg.probabilities(crops, batch_size=2), whole, atol=1e-5)
+    with releasing_memory():
+        assert _RELEASE.get()
+        released = seg.segment_many(crops)
+    assert not _RELEASE.get()
+    for a, b in zip(released, seg.segment_many(crops), strict=True):
+        assert np.array_equal(a, b)

@@ -43,6 +43,7 @@ from .io import MAX_PIXELS, read_image
 from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
+from .onnxrt import releasing_memory
 from .qc import model_quality_gate, sharpness
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 from .segment import classical_labels, morphometrics
@@ -762,7 +763,9 @@ def run_case(
     total, done, n_white, stopped = len(paths), 0, 0, None
     seen_boxes: dict[str, list] = {}  # slide → white-cell boxes counted so far (level-0 pixels)
     step = SLIDE_CHUNK if config.slides else config.batch_size
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # fields and slides give batches of another size per field: hand ONNX Runtime's arena memory
+    # back after each call, or it keeps a block per batch shape (1.8 → 1.3 GB for 500 slide cells)
+    with ThreadPoolExecutor(max_workers=2) as pool, releasing_memory(config.fields):
         for start in range(0, total, step):
             chunk = paths[start : start + step]
             crops, sources = [], []

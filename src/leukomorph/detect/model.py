@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..imageops import border_fill
-from ..onnxrt import cpu_session
+from ..onnxrt import cpu_session, run
 from .centernet import decode, merge_tiles, nms, tiles
 from .classical import Detection
 
@@ -103,7 +103,7 @@ class OnnxDetector:
         # small images get context up to the training canvas size, as in training (fields shrunk by
         # the scale jitter were placed on a canvas of the field's border colour)
         x = _pad32(rgb, self.input_size)[None]
-        heat, reg = self.session.run(None, {self._input: np.ascontiguousarray(x)})
+        heat, reg = run(self.session, None, {self._input: np.ascontiguousarray(x)})
         return decode(heat[0], reg[0], self.classes, self.stride, self.threshold)
 
     def _at_scale(self, rgb: np.ndarray, s: float) -> tuple[list[Detection], int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ModelError
-from ...onnxrt import cpu_session
+from ...onnxrt import cpu_session, run
 
 __all__ = ["OnnxClassifier"]
 
@@ -28,14 +28,14 @@ class OnnxClassifier:
         self._check(batch)
         if len(batch) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return self.session.run([self._probs], {self._input: batch})[0]
+        return run(self.session, [self._probs], {self._input: batch})[0]
 
     def predict_with_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the pooled pre-head features (models exported with an embedding output)."""
         if not self.has_embedding:
             raise ModelError(f"{self.card.name}: this model was exported without an embedding output")
         self._check(batch)
-        probs, emb = self.session.run([self._probs, "embedding"], {self._input: batch})
+        probs, emb = run(self.session, [self._probs, "embedding"], {self._input: batch})
         return probs, emb
 
     def _check(self, batch: np.ndarray) -> None:
