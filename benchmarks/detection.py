@@ -1,6 +1,8 @@
 """Smear-field detection on txl_pbc's held-out val fields: the learned detector against the
 classical baseline, per class and per source, with 95% bootstrap CIs over fields; magnification
-robustness (red-cell ruler); tiling of large mosaics; whole-pipeline time of a 1-megapixel field.
+robustness (red-cell ruler); tiling of large mosaics; touching and overlapping white cells (the
+val fields' own, and pairs made by laying a second cell beside one: transmittances multiply, as
+for stacked absorbing cells); whole-pipeline time of a 1-megapixel field.
 
     python benchmarks/detection.py [--quick]
 
@@ -146,6 +148,124 @@ def main() -> None:
             f"{fd.scale:.2f} → {fd.tiles} tiles of ≤{det.tile} px with {det.overlap} px overlap; white-cell AP@0.5 "
             f"{res_m['ap50']:.3f} ({res_m['n_true']} cells; seams de-duplicated)"
         )
+
+    touching(det, items)
+
+
+def _recall(det, items, which) -> tuple[int, int]:
+    """White cells found (a white-cell detection above the detector's threshold at IoU >= 0.5)
+    among the boxes ``which(item)`` selects."""
+    from leukomorph.detect.centernet import iou_matrix
+
+    thr = det.score_thresholds["white_blood_cell"]
+    hit = n = 0
+    for it in items:
+        idx = which(it)
+        if not len(idx):
+            continue
+        d = [
+            (x.x0, x.y0, x.x1, x.y1)
+            for x in det.detect(it["image"])
+            if x.label == "white_blood_cell" and x.score >= thr
+        ]
+        truth = it["boxes"][idx]
+        n += len(truth)
+        if d:
+            hit += int((iou_matrix(truth, np.array(d, np.float32)).max(1) >= 0.5).sum())
+    return hit, n
+
+
+def _wbc_overlaps(it) -> np.ndarray:
+    """Indices of white cells whose box overlaps another white cell's box."""
+    w = np.nonzero(it["labels"] == 0)[0]
+    b = it["boxes"][w]
+    ix = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    iy = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+    o = (ix > 0) & (iy > 0)
+    np.fill_diagonal(o, False)
+    return w[o.any(1)]
+
+
+def _glass(rgb: np.ndarray) -> np.ndarray:
+    """Colour of the bare glass: median of the brightest tenth of the pixels."""
+    px = rgb.reshape(-1, 3).astype(np.float32)
+    lum = px.mean(1)
+    return np.maximum(np.median(px[lum >= np.percentile(lum, 90)], 0), 1.0)
+
+
+def _pairs(items, gaps, seed: int = 0) -> dict[float, list[dict]]:
+    """Each field with a white cell A gets a second white cell B (from another val field of the
+    same source) beside A, ``gap`` × B's box size from A's box (negative: overlapping), for every
+    gap in ``gaps``: right, left, below or above A, the first side where B stays inside the field
+    at every gap, so each gap shows the same pairs (fields with no such side are left out). B's
+    patch is laid on by transmittance, field × patch / glass colour, so a cell over a cell darkens
+    as stacked absorbing layers do."""
+    rng = np.random.default_rng(seed)
+    donors: dict[str, list] = {}
+    for it in items:
+        for i in np.nonzero(it["labels"] == 0)[0]:
+            donors.setdefault(it["source"], []).append((it, i))
+    out: dict[float, list[dict]] = {g: [] for g in gaps}
+    for it in items:
+        w_idx = np.nonzero(it["labels"] == 0)[0]
+        pool = [d for d in donors.get(it["source"], []) if d[0] is not it]
+        if not len(w_idx) or not pool:
+            continue
+        ia = int(rng.choice(w_idx))
+        src, j = pool[rng.integers(len(pool))]
+        bx0, by0, bx1, by1 = (int(round(v)) for v in src["boxes"][j])
+        patch = src["image"][max(0, by0) : by1, max(0, bx0) : bx1].astype(np.float32)
+        ph, pw = patch.shape[:2]
+        h, w = it["image"].shape[:2]
+        a = it["boxes"][ia]
+        cx, cy = int(round((a[0] + a[2]) / 2 - pw / 2)), int(round((a[1] + a[3]) / 2 - ph / 2))
+        sides = [
+            [(int(round(a[2] + g * pw)), cy) for g in gaps],  # right
+            [(int(round(a[0] - g * pw - pw)), cy) for g in gaps],  # left
+            [(cx, int(round(a[3] + g * ph))) for g in gaps],  # below
+            [(cx, int(round(a[1] - g * ph - ph))) for g in gaps],  # above
+        ]
+        fits = [s for s in sides if all(0 <= x and x + pw <= w and 0 <= y and y + ph <= h for x, y in s)]
+        if not fits:
+            continue
+        at = fits[0]
+        trans = np.clip(patch / _glass(src["image"]), 0, 1.0)
+        for g, (x0, y0) in zip(gaps, at, strict=True):
+            img = it["image"].astype(np.float32)
+            img[y0 : y0 + ph, x0 : x0 + pw] *= trans
+            out[g].append(
+                {
+                    **it,
+                    "image": np.clip(img, 0, 255).astype(np.uint8),
+                    "boxes": np.concatenate([it["boxes"], [[x0, y0, x0 + pw, y0 + ph]]]).astype(np.float32),
+                    "labels": np.concatenate([it["labels"], [0]]),
+                    "pair": np.array([ia, len(it["boxes"])]),
+                }
+            )
+    return out
+
+
+def touching(det, items) -> None:
+    print("\nTouching and overlapping white cells (recall at IoU >= 0.5, detector threshold, red-cell ruler):\n")
+    print("| cells | n | recall (95% Wilson) |")
+    print("|---|---:|---:|")
+    from leukomorph.aggregate.differential import wilson_interval as wilson
+
+    def row(name, hit, n):
+        lo, hi = wilson(hit, n) if n else (float("nan"), float("nan"))
+        print(f"| {name} | {n} | {hit / max(n, 1):.3f} ({lo:.3f}-{hi:.3f}) |")
+
+    over = {id(it): set(_wbc_overlaps(it).tolist()) for it in items}
+    row("val fields: box overlaps another white cell's", *_recall(det, items, lambda it: _wbc_overlaps(it)))
+    row(
+        "val fields: every other white cell",
+        *_recall(
+            det, items, lambda it: np.array([i for i in np.nonzero(it["labels"] == 0)[0] if i not in over[id(it)]])
+        ),
+    )
+    gaps = (0.25, 0.1, 0.0, -0.15, -0.3)
+    for g, sub in _pairs(items, gaps).items():
+        row(f"laid pairs, gap {g:+.2f} × cell width ({len(sub)} fields)", *_recall(det, sub, lambda it: it["pair"]))
 
 
 def field_timing(n_fields: int = 5) -> None:

@@ -1,6 +1,6 @@
 """A laboratory with another camera learns from its own reviewed cells (`leukomorph finetune`).
 
-    python benchmarks/finetune_lab.py [--out runs/finetune-lab] [--epochs 3] [--replay-size 4000]
+    python benchmarks/finetune_lab.py [--out runs/finetune-lab] [--epochs 6] [--replay-size 4000]
 
 Needs the train extra (torch). The "laboratory" is seg_wbc's Tecom camera (dataset1: 300
 healthy-donor white cells, 5 classes, a camera and stain the shipped model never saw): its half A
@@ -8,7 +8,8 @@ healthy-donor white cells, 5 classes, a camera and stain the shipped model never
 cells, cut into cases of 15 cells in file order (seg_wbc has no patient ids), neutrophils with the
 partial label segmented|band as the source gives them; half B plays the laboratory's later cases
 and is used for nothing but the final measurement. The shipped default is fine-tuned on half A
-with replayed crops of its own training split, then base and fine-tuned models classify half B
+with replayed crops of its own training split (up to --epochs epochs, the one kept chosen on
+the laboratory's validation cases), then base and fine-tuned models classify half B
 as given (no zoom search, no stain transfer): 5-class accuracy with a 95% bootstrap CI over cells.
 finetune.json adds both models on the base model's validation split (PBC, DeepAPL), to show what
 the laboratory's gain costs elsewhere. Nothing is installed: the shipped models are unchanged.
@@ -49,7 +50,7 @@ def _acc(model, recs) -> tuple[float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/finetune-lab")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--replay-size", type=int, default=4000)
     a = ap.parse_args()
     from leukomorph.training.finetune import finetune
@@ -69,7 +70,10 @@ def main() -> None:
     base = load_classifier("leukomorph-cell")
     tuned = load_classifier(res["card"])
     n_cases = res["laboratory"]["cases"]
-    print(f"reviewed cells (half A): {len(half_a)} in {n_cases} cases; later cells (half B): {len(half_b)}\n")
+    print(f"reviewed cells (half A): {len(half_a)} in {n_cases} cases; later cells (half B): {len(half_b)}")
+    ch = res["chosen_epoch"]
+    per = ", ".join(f"{e}: {v:.3f}" for e, v in ch["validation_accuracy"].items())
+    print(f"kept epoch {ch['epoch']} of {ch['of']}; accuracy on the laboratory's validation cases by epoch: {per}\n")
     print(
         "| model | Tecom half B, 5-class accuracy as given (95% CI) | lab test cases (half A) | PBC val | DeepAPL val |"
     )

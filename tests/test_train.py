@@ -302,6 +302,7 @@ def test_distillation_from_a_teacher_trains_and_a_wrong_teacher_is_refused(tmp_p
     cfg = dict(size=32, epochs=1, batch_size=8, test_fraction=0.25, val_fraction=0.25, threads=1)
     summary = train_classifier(recs, TrainConfig(**cfg, distill=str(teacher)), tmp_path / "run")
     assert np.isfinite(summary["history"][0]["loss"]) and summary["config"]["distill"] == str(teacher)
+    assert summary["chosen_epoch"] == 1  # without keep_best: the last epoch
     torch.save(build_net("lm-resnet-s", 5).state_dict(), tmp_path / "five.pt")  # other classes
     with pytest.raises(ConfigError, match="16 classes"):
         train_classifier(recs, TrainConfig(**cfg, distill=str(tmp_path / "five.pt")), tmp_path / "run2")
@@ -350,7 +351,11 @@ def test_finetune_on_reviewed_cells_compares_with_the_base_and_installs(tmp_path
         ],
     )
     assert r.exit_code == 0, r.output
+    assert "kept epoch" in r.output
     res = json.loads((out / "finetune.json").read_text())
+    ch = res["chosen_epoch"]  # chosen on the laboratory's validation cases; epoch 0 = the base weights
+    acc = ch["validation_accuracy"]
+    assert set(acc) == {"0", "1"} and ch["epoch"] == min((-a, int(e)) for e, a in acc.items())[1]
     assert res["laboratory"] == {**res["laboratory"], "cells": 4 * len(labels), "cases": 6}
     for key in ("base", "finetuned"):
         assert res["comparison"][key]["laboratory_test_cases"]["n"] > 0
@@ -388,3 +393,37 @@ def test_source_share_gives_a_data_set_its_fixed_share():
     assert share_sources(w, ds, {"absent": 0.9}) == pytest.approx(w)
     with pytest.raises(ConfigError):
         share_sources(w, ds, {"user": 0.7, "pbc": 0.6})
+
+
+def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_path):
+    """keep_best: epoch 0 is the init weights; an epoch that validates no better is not kept."""
+    from leukomorph.data import load_folder_tree
+    from leukomorph.training.nets import build_net
+    from leukomorph.training.train import TrainConfig, train_classifier
+
+    rng = np.random.default_rng(2)
+    for cls, col in {"blast": (120, 60, 160), "lymphocyte": (60, 60, 200)}.items():
+        for patient in ("P1", "P2", "P3", "P4"):
+            (tmp_path / "data" / cls / patient).mkdir(parents=True)
+            for i in range(3):
+                arr = np.clip(rng.normal(col, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
+    recs = load_folder_tree(tmp_path / "data")
+    init = tmp_path / "init.pt"
+    torch.save(build_net("lm-resnet-s", 16).state_dict(), init)
+    cfg = dict(size=32, epochs=2, batch_size=8, test_fraction=0.25, val_fraction=0.25, threads=1, init=str(init))
+    start = torch.load(init)
+
+    def same(run) -> bool:
+        kept = torch.load(run / "weights.pt")
+        return all(torch.equal(kept[k].float(), start[k].float()) for k in start if "num_batches" not in k)
+
+    # lr 0: the weights do not learn (the random network's validation accuracy stays at 0), so the
+    # tie goes to epoch 0 and the starting weights are exported, batch-norm statistics included
+    summary = train_classifier(recs, TrainConfig(**cfg, lr=0.0, keep_best=True), tmp_path / "run")
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2] and summary["chosen_epoch"] == 0
+    assert same(tmp_path / "run")
+    # a learning run keeps its best epoch (the earliest of equals), not the starting weights
+    summary = train_classifier(recs, TrainConfig(**cfg, lr=1e-2, keep_best=True), tmp_path / "run2")
+    acc = [h["val_acc_ema"] for h in summary["history"]]
+    assert summary["chosen_epoch"] == int(np.argmax(acc)) > 0 and not same(tmp_path / "run2")

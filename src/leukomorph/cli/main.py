@@ -646,7 +646,9 @@ def finetune_cmd(
     base: str = typer.Option(
         "leukomorph-cell", "--base", help="Cell classifier to start from (ships its training weights)."
     ),
-    epochs: int = typer.Option(3, "--epochs"),
+    epochs: int = typer.Option(
+        6, "--epochs", help="Most epochs; the one kept is chosen on the laboratory's validation cases (0: the base)."
+    ),
     lr: float = typer.Option(2e-4, "--lr"),
     replay: str = typer.Option(
         "pbc,deepapl", "--replay", help="Shared data sets whose training crops are mixed in (none: no replay)."
@@ -699,6 +701,8 @@ def finetune_cmd(
         )
         t.add_row(c["model"], labs, shared or "–")
     Console().print(t)
+    ch = res["chosen_epoch"]
+    console.print(f"kept epoch {ch['epoch']} of {ch['of']} (best on the laboratory's validation cases) {ch['note']}")
     console.print(f"card: {res['card']}\n{res['note']}")
     console.print(f"to use it: leukomorph models --install {res['card']} --activate <name>; undo: --rollback")
 

@@ -8,6 +8,9 @@ the base model before anything changes for users:
 - the laboratory's cases are split by case (test 20%, validation 20%, seed fixed); temperature
   and conformal sets are fitted on its validation cases, the card's metrics come from its test
   cases;
+- how long to train is chosen on the laboratory's validation cases: up to ``epochs`` epochs, the
+  weights kept are those of the epoch that classifies them best (epoch 0 is the base model: a
+  fine-tune that does not help there gives the base weights back, and ``finetune.json`` says so);
 - to keep what the base model knows, a sample of the base model's own *training* crops
   (``replay``, e.g. pbc and deepapl from the shared data) is mixed in; those crops are always in
   the training split (:attr:`TrainConfig.train_only`), never validated or tested on; half of the
@@ -124,7 +127,7 @@ def finetune(
     manifests: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     base: str = "leukomorph-cell",
-    epochs: int = 3,
+    epochs: int = 6,
     lr: float = 2e-4,
     replay: Sequence[str] = ("pbc", "deepapl"),
     replay_size: int = 4000,
@@ -171,6 +174,7 @@ def finetune(
         train_only=tuple(sorted({r.dataset for r in rep})),
         source_share={"user": LAB_SHARE} if rep else {},
         ema_decay=FINETUNE_EMA_DECAY,
+        keep_best=True,
         test_fraction=0.2,
         val_fraction=0.2,
         augment="strong",
@@ -181,7 +185,8 @@ def finetune(
         std=tuple(norm.get("std", TrainConfig.std)),
     )
     records = rep + lab
-    train_classifier(records, cfg, outp, cache_dir, progress)
+    summary = train_classifier(records, cfg, outp, cache_dir, progress)
+    chosen = int(summary["chosen_epoch"])
     name = name or f"{card.name}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
     tta = recommended_tta(load_classifier(card.card_path))
     new_card = finalize_model(outp, name, records, [*replay, *[str(m) for m in manifests]], tta=tta)
@@ -229,6 +234,19 @@ def finetune(
         },
         "replay": {"datasets": list(replay), "crops": len(rep)},
         "config": {"epochs": epochs, "lr": lr, "seed": seed},
+        "chosen_epoch": {
+            "epoch": chosen,
+            "of": epochs,
+            "rule": "the epoch whose averaged weights classify the laboratory's validation cases best "
+            "(0 = the base model's weights; ties to the earlier)",
+            "validation_accuracy": {int(h["epoch"]): round(float(h["val_acc_ema"]), 4) for h in summary["history"]},
+            "note": (
+                "no epoch classified the laboratory's validation cases better than the base model: the "
+                "'fine-tuned' model carries the base model's weights (recalibrated on those cases)"
+                if chosen == 0
+                else ""
+            ),
+        },
         "comparison": comparison,
         "note": "case models (APL vs AML) and attribute models were fitted on the base model's outputs: with the "
         "fine-tuned model they are reported as not computed until refitted (leukomorph train-case-model).",

@@ -10,6 +10,7 @@ clusters) that the test split never sees.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -70,6 +71,9 @@ class TrainConfig:
     max_minutes: float = 0.0
     #: fixed softmax temperature; None: fit on the validation split (needs val_fraction > 0)
     temperature: float | None = None
+    #: export the averaged weights of the epoch with the best validation accuracy (epoch 0: the
+    #: ``init`` weights unchanged; ties go to the earlier epoch) instead of the last epoch's
+    keep_best: bool = False
     #: augmentation strength, one of AUGMENT_MODES
     augment: str = "standard"
     #: weights to start from: a backbone (e.g. ``backbone.pt`` of
@@ -409,6 +413,12 @@ def train_classifier(
     val_y = torch.from_numpy(masks[val_idx].argmax(1))
     history = []
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    best: tuple[float, int, dict | None] = (-math.inf, -1, None)  # accuracy, epoch, averaged weights
+    if cfg.keep_best and len(val_y):
+        vacc = float((_logits(ema.module, images[val_idx], cfg, dev).argmax(1) == val_y).float().mean())
+        history.append({"epoch": 0, "loss": float("nan"), "val_acc_ema": vacc, "seconds": 0.0})
+        best = (vacc, 0, copy.deepcopy(ema.module.state_dict()))
+        log.info("epoch 0 (starting weights) val_acc %.4f", vacc)
     for epoch in range(cfg.epochs):
         net.train()
         order = tr[torch.multinomial(item_w, steps_per_epoch * cfg.batch_size, replacement=True, generator=gen).numpy()]
@@ -439,10 +449,17 @@ def train_classifier(
         history.append(rec)
         emit("epoch", rec)
         log.info("epoch %(epoch)d loss %(loss).4f val_acc %(val_acc_ema).4f (%(seconds).0fs)", rec)
+        if cfg.keep_best and len(val_y) and vacc > best[0]:
+            best = (vacc, epoch + 1, copy.deepcopy(ema.module.state_dict()))
         if time.time() > deadline:
             log.warning("time budget reached after %d epochs", epoch + 1)
             break
 
+    chosen = history[-1]["epoch"] if history else 0
+    if best[2] is not None:
+        ema.module.load_state_dict(best[2])
+        chosen = best[1]
+        log.info("kept epoch %d (best validation accuracy %.4f)", chosen, best[0])
     final = ema.module.cpu().eval()
     vl = _logits(final, images[val_idx], cfg, torch.device("cpu"))
     temperature = cfg.temperature if cfg.temperature is not None else _fit_temperature(vl, val_y)
@@ -457,6 +474,7 @@ def train_classifier(
         "torch": torch.__version__,
         "temperature": temperature,
         "history": history,
+        "chosen_epoch": chosen,
         "minutes": (time.time() - t0) / 60,
         "counts": {
             s: dict(
