@@ -410,6 +410,7 @@ def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_pat
                 Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
     recs = load_folder_tree(tmp_path / "data")
     init = tmp_path / "init.pt"
+    torch.manual_seed(0)
     torch.save(build_net("lm-resnet-s", 16).state_dict(), init)
     cfg = dict(size=32, epochs=2, batch_size=8, test_fraction=0.25, val_fraction=0.25, threads=1, init=str(init))
     start = torch.load(init)
@@ -423,7 +424,8 @@ def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_pat
     summary = train_classifier(recs, TrainConfig(**cfg, lr=0.0, keep_best=True), tmp_path / "run")
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2] and summary["chosen_epoch"] == 0
     assert same(tmp_path / "run")
-    # a learning run keeps its best epoch (the earliest of equals), not the starting weights
+    # a learning run keeps its best epoch (the earliest of equals); only epoch 0 is the start
     summary = train_classifier(recs, TrainConfig(**cfg, lr=1e-2, keep_best=True), tmp_path / "run2")
     acc = [h["val_acc_ema"] for h in summary["history"]]
-    assert summary["chosen_epoch"] == int(np.argmax(acc)) > 0 and not same(tmp_path / "run2")
+    assert summary["chosen_epoch"] == int(np.argmax(acc))
+    assert same(tmp_path / "run2") == (summary["chosen_epoch"] == 0)
