@@ -283,20 +283,26 @@ def test_grayscale_export_is_blind_to_hue_at_equal_luminance(tmp_path):
     assert g.shape == (2, 3, 8, 8) and torch.equal(g[:, 0], g[:, 2])
 
 
-def test_distillation_from_a_teacher_trains_and_a_wrong_teacher_is_refused(tmp_path):
+def _two_colour_patients(root, seed: int):
+    """A class-per-folder tree of 32 px noise crops: blasts violet, lymphocytes blue, 4 patients × 3."""
     from leukomorph.data import load_folder_tree
+
+    rng = np.random.default_rng(seed)
+    for cls, col in {"blast": (120, 60, 160), "lymphocyte": (60, 60, 200)}.items():
+        for patient in ("P1", "P2", "P3", "P4"):
+            (root / cls / patient).mkdir(parents=True)
+            for i in range(3):
+                arr = np.clip(rng.normal(col, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(root / cls / patient / f"{i}.png")
+    return load_folder_tree(root)
+
+
+def test_distillation_from_a_teacher_trains_and_a_wrong_teacher_is_refused(tmp_path):
     from leukomorph.errors import ConfigError
     from leukomorph.training.nets import build_net
     from leukomorph.training.train import TrainConfig, train_classifier
 
-    rng = np.random.default_rng(1)
-    for cls, col in {"blast": (120, 60, 160), "lymphocyte": (60, 60, 200)}.items():
-        for patient in ("P1", "P2", "P3", "P4"):
-            (tmp_path / "data" / cls / patient).mkdir(parents=True)
-            for i in range(3):
-                arr = np.clip(rng.normal(col, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
-    recs = load_folder_tree(tmp_path / "data")
+    recs = _two_colour_patients(tmp_path / "data", seed=1)
     teacher = tmp_path / "teacher.pt"
     torch.save(build_net("lm-resnet-s", 16).state_dict(), teacher)
     cfg = dict(size=32, epochs=1, batch_size=8, test_fraction=0.25, val_fraction=0.25, threads=1)
@@ -397,18 +403,10 @@ def test_source_share_gives_a_data_set_its_fixed_share():
 
 def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_path):
     """keep_best: epoch 0 is the init weights; an epoch that validates no better is not kept."""
-    from leukomorph.data import load_folder_tree
     from leukomorph.training.nets import build_net
     from leukomorph.training.train import TrainConfig, train_classifier
 
-    rng = np.random.default_rng(2)
-    for cls, col in {"blast": (120, 60, 160), "lymphocyte": (60, 60, 200)}.items():
-        for patient in ("P1", "P2", "P3", "P4"):
-            (tmp_path / "data" / cls / patient).mkdir(parents=True)
-            for i in range(3):
-                arr = np.clip(rng.normal(col, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(tmp_path / "data" / cls / patient / f"{i}.png")
-    recs = load_folder_tree(tmp_path / "data")
+    recs = _two_colour_patients(tmp_path / "data", seed=2)
     init = tmp_path / "init.pt"
     torch.manual_seed(0)
     torch.save(build_net("lm-resnet-s", 16).state_dict(), init)
