@@ -171,7 +171,7 @@ def test_schema_is_under_alembic(tmp_path):
 
     engine, _ = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
     make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")  # re-opening an up-to-date store is a no-op
 
 
@@ -205,7 +205,7 @@ def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
         )
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
         row = c.execute(text("select html, sha256, pdf, pdf_sha256 from signed_reports")).one()
     assert tuple(row) == ("<p>v1</p>", "abc", None, None)
     with factory() as s:
@@ -239,8 +239,8 @@ def postgres_url(tmp_path_factory):
 
 def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkeypatch):
     """The whole review flow on PostgreSQL: migrations, import, relabel, sign-out with its PDF,
-    re-open and amend (SQLite's triggers have no PostgreSQL counterpart: the app never updates or
-    deletes audit events or signed reports)."""
+    re-open and amend; then the database's own triggers refuse to alter the audit log or a signed
+    report (UPDATE, DELETE, TRUNCATE)."""
     import os
 
     from sqlalchemy import create_engine, make_url, text
@@ -254,7 +254,7 @@ def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkey
     assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
     with factory() as s:
         case = import_results(s, tmp_path / "out", tmp_path / "store")
         assert len(case.cells) == 31
@@ -274,6 +274,19 @@ def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkey
     assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     assert "replaces version 1" in c.get(f"/cases/{case_id}/reports/2").text
     assert "reopened" in c.get(f"/cases/{case_id}/audit.csv").text
+    # the database itself refuses to change the audit log or a signed report (revision 0003)
+    for sql, rule in (
+        ("update audit set action = 'x'", "append-only"),
+        ("delete from audit", "append-only"),
+        ("truncate audit cascade", "append-only"),
+        ("update signed_reports set html = 'tampered'", "immutable"),
+        ("delete from signed_reports", "immutable"),
+        ("truncate signed_reports", "immutable"),
+    ):
+        with pytest.raises(Exception, match=rule), engine.begin() as conn:
+            conn.execute(text(sql))
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from signed_reports")).scalar() == 2
     engine.dispose()
 
 

@@ -1,7 +1,8 @@
 """Review store: SQLAlchemy models (SQLite by default, PostgreSQL by URL) and session factory.
 
-Audit events are append-only: the API never updates or deletes them, and on SQLite triggers make
-the database refuse it too.
+Audit events are append-only and signed reports immutable: the API never updates or deletes them,
+and triggers in the schema (Alembic revision 0003, SQLite and PostgreSQL) make the database refuse
+it too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -132,7 +132,7 @@ def migrate(engine) -> None:
 
 
 def make_engine(url: str):
-    """Engine + session factory; SQLite gets WAL, foreign keys and append-only audit triggers."""
+    """Engine + session factory, the schema migrated to head; SQLite gets WAL and foreign keys."""
     is_sqlite = url.startswith("sqlite")
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30} if is_sqlite else {})
     if is_sqlite:
@@ -146,20 +146,5 @@ def make_engine(url: str):
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the app, fast commits
             cur.close()
 
-    migrate(engine)
-    if is_sqlite:
-        with engine.begin() as c:
-            for op in ("UPDATE", "DELETE"):
-                c.execute(
-                    text(
-                        f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
-                        "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
-                    )
-                )
-                c.execute(
-                    text(
-                        f"CREATE TRIGGER IF NOT EXISTS signed_no_{op.lower()} BEFORE {op} ON signed_reports "
-                        "BEGIN SELECT RAISE(ABORT, 'signed reports are immutable'); END"
-                    )
-                )
+    migrate(engine)  # the schema's triggers refuse changes to audit events and signed reports
     return engine, sessionmaker(engine, expire_on_commit=False)
