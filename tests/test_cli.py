@@ -47,21 +47,28 @@ def test_bad_files_are_reported_and_the_rest_goes_on(sample_dir, tmp_path):
     (case / "text.jpg").write_text("hello")
     good = (case / sorted(p.name for p in case.glob("*.webp"))[0]).read_bytes()
     (case / "trunc.webp").write_bytes(good[: len(good) // 3])
-    Image.fromarray(np.full((60, 60), 128, np.uint8)).save(case / "gray.png")
-    Image.fromarray(np.zeros((60, 60, 4), np.uint8)).save(case / "alpha.png")
-    Image.fromarray(np.full((60, 60), 40000, np.uint16)).save(case / "deep16.png")
+    disc = np.hypot(*np.mgrid[-30:30, -30:30]) < 15  # a dark "nucleus" on a pale background
+    Image.fromarray(np.where(disc, 60, 200).astype(np.uint8)).save(case / "gray.png")
+    rgba = np.zeros((60, 60, 4), np.uint8)
+    rgba[disc] = (90, 40, 140, 255)  # transparent around the cell
+    Image.fromarray(rgba).save(case / "alpha.png")
+    Image.fromarray(np.where(disc, 9000, 50000).astype(np.uint16)).save(case / "deep16.png")
+    Image.fromarray(np.full((60, 60, 3), 200, np.uint8)).save(case / "blank.png")  # shows nothing
     out = tmp_path / "out"
     r = runner.invoke(app, ["analyze", str(case), "--out", str(out)])
     assert r.exit_code == 1, r.output
     rows = {row["path"]: row for row in csv.DictReader((out / "cells.csv").open())}
-    assert len(rows) == 28
+    assert len(rows) == 29
     assert rows[str(case / "empty.png")]["status"].startswith("error: empty file")
     assert "not a recognised image" in rows[str(case / "text.jpg")]["status"]
     assert rows[str(case / "trunc.webp")]["status"].startswith("error")
+    assert rows[str(case / "blank.png")]["status"].startswith("error: no cell visible: a uniform image")
     for ok in ("gray.png", "alpha.png", "deep16.png"):
         assert rows[str(case / ok)]["status"] == "ok"
+    assert "grayscale" in rows[str(case / "gray.png")]["notes"] and "alpha" in rows[str(case / "alpha.png")]["notes"]
+    assert "16-bit" in rows[str(case / "deep16.png")]["notes"]
     res = json.loads((out / "results.json").read_text())
-    assert res["n_skipped"] == 3 and res["n_classified"] == 25
+    assert res["n_skipped"] == 4 and res["n_classified"] == 25
 
 
 def test_existing_output_not_overwritten(sample_dir, tmp_path):
@@ -140,7 +147,9 @@ def test_models_command():
 
 
 def test_field_sized_image_is_flagged(tmp_path):
-    Image.fromarray(np.full((300, 900, 3), 200, np.uint8)).save(tmp_path / "field.png")
+    field = np.full((300, 900, 3), 200, np.uint8)
+    field[120:180, 420:480] = (90, 40, 140)  # something to see (a uniform image is skipped as blank)
+    Image.fromarray(field).save(tmp_path / "field.png")
     out = tmp_path / "o"
     r = runner.invoke(app, ["analyze", str(tmp_path / "field.png"), "--out", str(out)])
     assert r.exit_code == 0

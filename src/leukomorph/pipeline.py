@@ -44,7 +44,7 @@ from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
 from .onnxrt import releasing_memory
-from .qc import model_quality_gate, sharpness
+from .qc import blank_reason, model_quality_gate, sharpness
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 from .segment import classical_labels, morphometrics
 
@@ -842,6 +842,10 @@ def run_case(
                     n_white += len(found)
                     if config.slides and config.max_white_cells and n_white >= config.max_white_cells:
                         stopped = f"reached {n_white} white cells (--max-cells {config.max_white_cells})"
+                elif blank := blank_reason(item.pixels):  # nothing to classify: skipped, as unreadable files are
+                    log.warning("skipped %s: %s", item.source, blank)
+                    skipped.append(Skipped(item.source, blank))
+                    inputs.append(InputRecord(item.source, item.sha256, f"error: {blank}", (), item.shape))
                 else:
                     crops.append(item.pixels)
                     sources.append(item.source)
