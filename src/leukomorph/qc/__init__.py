@@ -43,11 +43,11 @@ def sharpness(rgb: np.ndarray, size: int) -> float:
 
 
 def grey_spread(rgb: np.ndarray) -> float:
-    """99th minus 1st percentile of the grey levels (0–255): how much contrast the image has."""
+    """99th minus 1st percentile of the grey levels (0–255, whole levels): how much contrast the
+    image has. From the histogram, so it costs a few microseconds per crop."""
     g = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    if g.size > 1 << 20:  # a large image: a regular sample of its pixels is enough
-        g = g[:: max(1, g.shape[0] // 1024), :: max(1, g.shape[1] // 1024)]
-    lo, hi = np.percentile(g, [1, 99])
+    cdf = np.cumsum(cv2.calcHist([g], [0], None, [256], [0, 256]).ravel())
+    lo, hi = np.searchsorted(cdf, [0.01 * cdf[-1], 0.99 * cdf[-1]])
     return float(hi - lo)
 
 
