@@ -764,7 +764,7 @@ def run_case(
     seen_boxes: dict[str, list] = {}  # slide → white-cell boxes counted so far (level-0 pixels)
     step = SLIDE_CHUNK if config.slides else config.batch_size
     # fields and slides give batches of another size per field: hand ONNX Runtime's arena memory
-    # back after each call, or it keeps a block per batch shape (1.8 → 1.3 GB for 500 slide cells)
+    # back after each call, or it keeps blocks for every batch shape it has seen
     with ThreadPoolExecutor(max_workers=2) as pool, releasing_memory(config.fields):
         for start in range(0, total, step):
             chunk = paths[start : start + step]

@@ -33,6 +33,8 @@ class OnnxSegmenter:
         a U-Net keeps full-resolution feature maps, so memory grows with the batch (a field batch of
         a hundred cells in one call peaked at 1.6 GB)."""
         s = self.input_size
+        if not crops:
+            return np.zeros((0, 3, s, s), np.float32)
         out = []
         for i in range(0, len(crops), batch_size):
             batch = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA) for c in crops[i : i + batch_size]])
