@@ -1,4 +1,4 @@
-"""Counting statistics, rules 1.2, the learned case models, confusion correction, lineage hint and saliency."""
+"""Counting statistics, rules 1.3, the learned case models, confusion correction, lineage hint and saliency."""
 
 import json
 import shutil
@@ -65,6 +65,12 @@ def test_apl_by_case_score_is_urgent_with_evidence_and_respects_applicability():
     score = {"apl_vs_aml": {"probability": 0.8, "ci95": [0.6, 0.9], "model": "m", "evidence_cells": ["blast0.png"]}}
     s = suggest(diff, preds, case_scores=score)
     assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast0.png",)
+    assert not s.details["apl_score_only"] and "Caution" not in s.text  # 5% blasts: count support
+    # the score alone on a near-normal differential: still urgent, with its evidence, but it says so
+    normal = _cells({"segmented_neutrophil": 60, "lymphocyte": 35, "monocyte": 3, "blast": 2})
+    s = suggest(differential(normal), normal, case_scores=score)
+    assert s.code == "apl_suspected" and s.urgent and s.evidence and s.details["apl_score_only"]
+    assert "score alone" in s.text and "2.0% of white cells" in s.text
     # a score without evidence cells (a model with no attention) on a case with no cell called a
     # promyelocyte still names the cells to review: those most likely to be promyelocytes
     bare = {"apl_vs_aml": {"probability": 0.8, "model": "lr"}}
@@ -319,7 +325,7 @@ def test_lineage_hint_monocytic_and_granularity():
     preds = _cells({"blast": 30, "monocyte": 25, "promonocyte": 5, "lymphocyte": 40})
     sug = suggest(differential(preds), preds)
     lh = sug.details["lineage_hint"]
-    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.2"
+    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.3"
     assert lh["hint"] == "monocytic differentiation" and "flow cytometry" in lh["caveat"]
     assert set(lh["evidence_cells"]) <= {p.source for p in preds if p.predicted_class in ("monocyte", "promonocyte")}
     preds = _cells({"blast": 40, "lymphocyte": 60})

@@ -8,7 +8,10 @@ confident cells of the class that triggered it).
    default model ``leukomorph-apl-ens``) is ≥ ``apl_score_threshold``, or promyelocytes are ≥
    ``apl_promyelocyte_pct`` % of white cells with at least ``apl_min_cells`` of them (used only when
    no applicable score exists: on DeepAPL the count separates APL from AML barely better than
-   chance, the learned score far better). In APL the
+   chance, the learned score far better). A flag from the score alone on a case with blasts,
+   blast equivalents and promyelocytes below ``apl_score_only_pct`` % stays urgent but says so
+   (``details.apl_score_only``, rules 1.3): the score was fitted on AML and APL patients only, and
+   healthy blood from another camera has scored high. In APL the
    abnormal promyelocytes are blast equivalents and the 20% threshold does not apply (WHO 5th ed.
    / ICC 2022: APL with PML::RARA). Evidence: the cells that raise the score most, or the
    promyelocytes.
@@ -21,7 +24,7 @@ confident cells of the class that triggered it).
 
 Every result carries ``details.blast_thresholds`` (status, posterior probability above, cells
 still needed at 10% and 20%) and the case scores it used. Outcomes 2-5 also carry
-``details.lineage_hint`` (rules 1.2, :func:`lineage_hint`): what the morphology suggests about the
+``details.lineage_hint`` (since rules 1.2, :func:`lineage_hint`): what the morphology suggests about the
 lineage of the blast population, with its evidence cells and statistics. Morphology cannot assign
 lineage (WHO 5th ed. and ICC require immunophenotyping); the hint says so every time.
 """
@@ -38,7 +41,7 @@ from .differential import wilson_interval
 
 __all__ = ["RULES_VERSION", "RuleConfig", "lineage_hint", "suggest"]
 
-RULES_VERSION = "1.2"
+RULES_VERSION = "1.3"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class RuleConfig:
     increased_blast_pct: float = 5.0
     uncertain_low_pct: float = 10.0
     apl_score_threshold: float = 0.5
+    #: an APL flag raised by the score alone, on a case whose blasts, blast equivalents and
+    #: promyelocytes together are below this share of white cells (%), carries a caution (rules 1.3)
+    apl_score_only_pct: float = 5.0
     n_evidence: int = 12
     #: lineage hint: monocytic component (monocytes + promonocytes, % of white cells)
     monocytic_pct: float = 20.0
@@ -85,7 +91,7 @@ def lineage_hint(
     attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
     apl: bool = False,
 ) -> dict:
-    """What the morphology suggests about the blast population's lineage (rules 1.2).
+    """What the morphology suggests about the blast population's lineage (since rules 1.2).
 
     Checked in order: APL pattern (myeloid, promyelocytic); a monocytic component
     (monocytes + promonocytes ≥ ``monocytic_pct`` %); maturing granulocytic precursors
@@ -203,12 +209,23 @@ def suggest(
         details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes)
     if apl_by_score:
         ci = apl.get("ci95") or [float("nan"), float("nan")]
+        support = diff.blast_percent + (pro.percent if pro else 0.0)
+        details["apl_score_only"] = support < cfg.apl_score_only_pct
+        caution = (
+            f" Caution: the score alone raises this flag; blasts, blast equivalents and promyelocytes are "
+            f"{support:.1f}% of white cells. Such differentials occur in APL (often leukopenic, with few "
+            "circulating abnormal cells) and in healthy blood, where the score, fitted on AML and APL patients "
+            "only, has raised false alarms on images from other cameras: review the evidence cells now, and do "
+            "not delay PML::RARA testing if they look suspicious."
+            if details["apl_score_only"]
+            else ""
+        )
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: the patient-level APL pattern score is {apl_p:.2f} "
             f"(95% interval over cell resampling {ci[0]:.2f}-{ci[1]:.2f}; model {apl.get('model')}). Review for "
             "abnormal promyelocytes (Auer rods, faggot cells, bilobed nuclei); request PML::RARA testing and a "
-            "coagulation screen now.",
+            "coagulation screen now." + caution,
             f"apl_vs_aml score >= {cfg.apl_score_threshold}",
             True,
             # the case model's own evidence (MIL attention); else the cells called promyelocytes; else
