@@ -403,6 +403,7 @@ def test_source_share_gives_a_data_set_its_fixed_share():
 
 def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_path):
     """keep_best: epoch 0 is the init weights; an epoch that validates no better is not kept."""
+    from leukomorph.errors import ConfigError
     from leukomorph.training.nets import build_net
     from leukomorph.training.train import TrainConfig, train_classifier
 
@@ -417,6 +418,8 @@ def test_keep_best_exports_the_starting_weights_when_no_epoch_beats_them(tmp_pat
         kept = torch.load(run / "weights.pt")
         return all(torch.equal(kept[k].float(), start[k].float()) for k in start if "num_batches" not in k)
 
+    with pytest.raises(ConfigError, match="epochs"):
+        train_classifier(recs, TrainConfig(**{**cfg, "epochs": 0}), tmp_path / "none")
     # lr 0: the weights do not learn (the random network's validation accuracy stays at 0), so the
     # tie goes to epoch 0 and the starting weights are exported, batch-norm statistics included
     summary = train_classifier(recs, TrainConfig(**cfg, lr=0.0, keep_best=True), tmp_path / "run")

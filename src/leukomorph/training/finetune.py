@@ -39,7 +39,7 @@ import torch
 
 from ..classify import recommended_tta
 from ..data.datasets import load_csv_manifest
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..evaluation.metrics import bootstrap_ci
 from ..evaluation.runner import _resolve, default_split, predict_rows, read_split
 from ..models.registry import get_card, load_classifier, training_weights
@@ -140,6 +140,8 @@ def finetune(
 ) -> dict:
     """Fine-tune ``base`` on the reviewed cells of ``manifests`` (plus replayed shared crops);
     write the run, a model card and ``finetune.json`` into ``out``; return that comparison."""
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, not {epochs}")
     card = get_card(base)
     state = _base_state(card)
     lab: list[LabelledImage] = []

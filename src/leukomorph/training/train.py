@@ -318,6 +318,10 @@ def train_classifier(
     # checked before the (long) decoding of the crops; sampling_weights checks again for its own callers
     _check_choice(cfg.balance_by, BALANCE_MODES, "balance_by")
     _check_choice(cfg.augment, AUGMENT_MODES, "augmentation")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr >= 0:
+        raise ConfigError(
+            f"epochs and batch size must be >= 1 and lr >= 0 (got {cfg.epochs}, {cfg.batch_size}, {cfg.lr})"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda stage, info: None)
