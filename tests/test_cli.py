@@ -3,6 +3,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -203,3 +204,17 @@ def test_bad_cell_scale_is_a_usage_error(sample_dir, tmp_path):
         app, ["analyze", str(sample_dir), "--out", str(tmp_path / "f"), "--fields", "--cell-scale", "0.5"]
     )
     assert r.exit_code == 2 and "smear fields are scaled by the detector" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--pixel-size", "-1"], "--pixel-size"),
+        (["--pixel-size", "0"], "--pixel-size"),
+        (["--threads", "-2"], "--threads"),
+    ],
+)
+def test_bad_numeric_options_are_refused_before_any_work(sample_dir, tmp_path, args, named):
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(out), *args])
+    assert r.exit_code == 2 and named in r.output and not out.exists()

@@ -674,8 +674,18 @@ def _own(found, info: dict, reg: _Region, seen: list | None = None):
 
 
 def check_config(config: AnalyzeConfig) -> AnalyzeConfig:
-    """The slide options checked (:class:`ConfigError` naming the option), and ``fields`` set when
+    """The numeric options checked (:class:`ConfigError` naming the option), and ``fields`` set when
     ``slides`` is: what :func:`run_case` runs with. Callers may check before any work."""
+    if config.pixel_size_um is not None and not 0 < config.pixel_size_um < 100:
+        raise ConfigError(
+            f"pixel_size_um (--pixel-size) must be µm per pixel, > 0 and < 100, not {config.pixel_size_um}"
+        )
+    if config.threads is not None and config.threads < 0:
+        raise ConfigError(f"threads (--threads) must be >= 0 (0: all cores), not {config.threads}")
+    if config.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, not {config.batch_size}")
+    if config.detection_threshold is not None and not 0 < config.detection_threshold < 1:
+        raise ConfigError(f"detection_threshold must be between 0 and 1, not {config.detection_threshold}")
     if config.max_white_cells < 0:
         raise ConfigError(f"max_white_cells (--max-cells) must be >= 0, not {config.max_white_cells}")
     lo, hi = config.zone_coverage
