@@ -77,6 +77,8 @@ def test_segment_command_writes_masks_and_refuses_to_overwrite(tmp_path):
     assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 128, 255} and (m == 255).any()
     r = CliRunner().invoke(app, ["segment", str(src), "--out", str(out), "--method", "classical"])
     assert r.exit_code == 3
+    r = CliRunner().invoke(app, ["segment", str(src), "--out", str(tmp_path / "neg"), "--pixel-size", "-0.1"])
+    assert r.exit_code == 2 and "--pixel-size" in r.output and not (tmp_path / "neg").exists()
 
 
 def test_analyze_with_classical_morphometrics(sample_dir, tmp_path):

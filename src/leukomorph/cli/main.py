@@ -285,6 +285,9 @@ def segment(
     if method not in ("model", "classical"):
         console.print(f"[red]error:[/red] unknown method {method!r}; choose model or classical")
         raise typer.Exit(EXIT_USAGE)
+    if pixel_size is not None and not 0 < pixel_size < 100:
+        console.print(f"[red]error:[/red] --pixel-size must be µm per pixel, > 0 and < 100, not {pixel_size}")
+        raise typer.Exit(EXIT_USAGE)
     files = expand_inputs(paths)
     if not files:
         console.print("[red]error:[/red] no image files found")
