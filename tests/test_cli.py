@@ -218,3 +218,17 @@ def test_bad_numeric_options_are_refused_before_any_work(sample_dir, tmp_path, a
     out = tmp_path / "o"
     r = runner.invoke(app, ["analyze", str(sample_dir), "--out", str(out), *args])
     assert r.exit_code == 2 and named in r.output and not out.exists()
+
+
+def test_reading_commands_refuse_a_missing_store_and_bad_arguments(tmp_path):
+    """A mistyped --data-dir must not look like an empty store (nor create one); a bad port or an
+    unknown model is a clear error, not a traceback."""
+    missing = tmp_path / "no-store"
+    r = runner.invoke(app, ["export-labels", "--out", str(tmp_path / "x.csv"), "--data-dir", str(missing)])
+    assert r.exit_code == 4 and "no review store" in r.output and not missing.exists()
+    r = runner.invoke(app, ["serve", "--data-dir", str(missing)])
+    assert r.exit_code == 4 and not missing.exists()
+    r = runner.invoke(app, ["serve", "--data-dir", str(missing), "--port", "-5"])
+    assert r.exit_code == 2 and "--port" in r.output
+    r = runner.invoke(app, ["evaluate", "--model", "no-such-model"])
+    assert r.exit_code == 5 and "no model named" in r.output

@@ -347,11 +347,18 @@ def segment(
     raise typer.Exit(code)
 
 
-def _review_home(data_dir: Path | None) -> Path:
-
+def _review_home(data_dir: Path | None, db_url: str | None = None, must_exist: bool = False) -> Path:
+    """The review store folder, created unless ``must_exist`` (commands that only read a store:
+    a mistyped --data-dir must not look like an empty store)."""
     from ..models.registry import leukomorph_home
 
     d = data_dir or leukomorph_home()
+    if must_exist and db_url is None and not (d / "review.sqlite").is_file():
+        console.print(
+            f"[red]error:[/red] no review store in {d}: `leukomorph import` or `leukomorph add-user` creates one "
+            "(or give --data-dir / --db-url)"
+        )
+        raise typer.Exit(EXIT_NO_INPUT)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -366,9 +373,9 @@ def _review_db(data_dir: Path, db_url: str | None):
 
 
 @contextmanager
-def _review_store(data_dir: Path | None, db_url: str | None, error_exit: int = EXIT_USAGE):
+def _review_store(data_dir: Path | None, db_url: str | None, error_exit: int = EXIT_USAGE, must_exist: bool = False):
     """(store folder, database session) of the review store; a LeukoMorphError ends the command."""
-    home = _review_home(data_dir)
+    home = _review_home(data_dir, db_url, must_exist)
     _, factory = _review_db(home, db_url)
     with factory() as s:
         try:
@@ -454,7 +461,7 @@ def export_labels_cmd(
     """Export reviewed cell labels as a training manifest for `train-classifier --datasets`."""
     from ..review.store import export_labels
 
-    with _review_store(data_dir, db_url, error_exit=EXIT_EXISTS) as (home, s):
+    with _review_store(data_dir, db_url, error_exit=EXIT_EXISTS, must_exist=True) as (home, s):
         n = export_labels(s, home, out, signed_only=not include_open)
     console.print(f"{n} reviewed cells written to {out}")
 
@@ -467,7 +474,10 @@ def serve(
     port: int = typer.Option(8000),
 ) -> None:
     """Run the review workstation (web app) on the review store."""
-    home = _review_home(data_dir)
+    if not 0 <= port <= 65535:
+        console.print(f"[red]error:[/red] --port must be 0-65535, not {port}")
+        raise typer.Exit(EXIT_USAGE)
+    home = _review_home(data_dir, db_url, must_exist=True)
     engine, factory = _review_db(home, db_url)
     import uvicorn
 
@@ -788,7 +798,11 @@ def evaluate(
     _check_tta_option(tta)
     from .evaluate import run_evaluation
 
-    card = get_card(model or DEFAULT_CLASSIFIER)
+    try:
+        card = get_card(model or DEFAULT_CLASSIFIER)
+    except ModelError as exc:
+        console.print(f"[red]model error:[/red] {exc}")
+        raise typer.Exit(EXIT_MODEL) from exc
     try:
         report, text = run_evaluation(card, split, which, out, n_boot, tta)
     except LeukoMorphError as exc:
