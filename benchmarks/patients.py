@@ -1,6 +1,6 @@
 """Patient-level check of the shipped pipeline on the DeepAPL patients held out from training.
 
-Usage: python benchmarks/patients.py
+Usage: python benchmarks/patients.py [--all]
 Builds one case per held-out test patient (all of that patient's crops, labelled or not, linked
 into a temporary folder), runs `leukomorph analyze --per-folder`, and prints each patient's
 molecular diagnosis beside the blast %, promyelocyte %, the learned APL score
@@ -9,6 +9,11 @@ level: the card's held-out estimate (these patients scored by a case model fitte
 the bundled case model was fitted on all 82 patients, so its scores printed above are in-sample
 for the case model) and the card's patient-level cross-validation, each beside the
 promyelocyte-fraction baseline.
+
+``--all`` analyses every one of the 82 patients instead (most of whose labelled cells the cell
+model trained on: in-sample, about 2 min) and adds how many have blasts, blast equivalents and
+promyelocytes under the rules' ``apl_score_only_pct`` (5%): the differentials on which an APL
+flag from the learned score alone carries the rules' caution (rules 1.3).
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from leukomorph.aggregate.rules import RuleConfig
 from leukomorph.data import data_root
 from leukomorph.models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, get_card
 
 
 def main() -> None:
+    every = "--all" in sys.argv[1:]
     root = data_root() / "deepapl"
     card = get_card(DEFAULT_CLASSIFIER)
-    test = set(card.raw["split"]["patients"]["test"])
     dx = {r["patient_id"]: r["diagnosis"] for r in csv.DictReader(open(root / "patients.csv"))}
+    test = set(dx) if every else set(card.raw["split"]["patients"]["test"])
     with tempfile.TemporaryDirectory() as tmp:
         cases = Path(tmp) / "cases"
         for row in csv.DictReader(open(root / "manifest.csv")):
@@ -40,10 +47,12 @@ def main() -> None:
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", str(cases), "--per-folder", "--out", str(out)]
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        print(f"model {card.name} ({card.sha256[:12]}), {len(test)} held-out DeepAPL patients\n")
+        what = "DeepAPL patients (all: in-sample for the cell model)" if every else "held-out DeepAPL patients"
+        print(f"model {card.name} ({card.sha256[:12]}), {len(test)} {what}\n")
         print("| patient | diagnosis | cells | blast % (95% CI) | promyelocyte % | APL score | suggestion |")
         print("|---|---|---:|---:|---:|---:|---|")
         flagged = {"APL": [0, 0], "AML": [0, 0]}
+        low = {"APL": 0, "AML": 0}  # blasts + blast equivalents + promyelocytes under apl_score_only_pct
         for p in sorted(test):
             r = json.loads((out / p / "results.json").read_text())
             pro = r["differential"]["classes"]["promyelocyte"]["percent"]
@@ -54,9 +63,15 @@ def main() -> None:
             print(f"| {p} | {dx[p]} | {r['n_classified']} | {blast} | {pro:.1f} | {apl:.2f} | {code} |")
             flagged[dx[p]][0] += code == "apl_suspected"
             flagged[dx[p]][1] += 1
+            low[dx[p]] += r["blast_percent"] + pro < RuleConfig().apl_score_only_pct
         print(
             f"\nAPL flag raised: {flagged['APL'][0]}/{flagged['APL'][1]} APL patients, "
             f"{flagged['AML'][0]}/{flagged['AML'][1]} non-APL AML patients"
+        )
+        print(
+            f"blasts, blast equivalents and promyelocytes under {RuleConfig().apl_score_only_pct:g}% of white cells "
+            f"(a score-only APL flag would carry the caution): {low['APL']}/{flagged['APL'][1]} APL, "
+            f"{low['AML']}/{flagged['AML'][1]} AML"
         )
     base = get_card("leukomorph-apl-lr").raw["metrics"]
     print(f"\nAPL vs AML, patient level (case models on {DEFAULT_CLASSIFIER}; from their cards):\n")
