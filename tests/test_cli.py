@@ -126,7 +126,7 @@ def test_per_folder_batch_summary_lists_failed_cases_and_is_not_overwritten(samp
     assert r.exit_code == 4, r.output  # a case without a readable image; the other case is written
     rows = {row["case"]: row for row in csv.DictReader((out / "cases.csv").open())}
     assert rows["good"]["status"] == "ok" and rows["good"]["cells_classified"] == "4"
-    assert rows["broken"]["status"].startswith("error: no readable image") and rows["broken"]["report"] == ""
+    assert rows["broken"]["status"].startswith("error: no cell to classify") and rows["broken"]["report"] == ""
     before = (out / "cases.csv").read_bytes()
     shutil.rmtree(out / "good")  # the case folders are free again; the summary still refuses
     r = runner.invoke(app, ["analyze", str(root), "--per-folder", "--out", str(out)])
@@ -232,3 +232,9 @@ def test_reading_commands_refuse_a_missing_store_and_bad_arguments(tmp_path):
     assert r.exit_code == 2 and "--port" in r.output
     r = runner.invoke(app, ["evaluate", "--model", "no-such-model"])
     assert r.exit_code == 5 and "no model named" in r.output
+
+
+def test_a_field_without_white_cells_says_so(tmp_path):
+    Image.fromarray(np.full((400, 600, 3), (235, 215, 215), np.uint8)).save(tmp_path / "glass.png")
+    r = runner.invoke(app, ["analyze", str(tmp_path / "glass.png"), "--fields", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 4 and "no white cell detected in the 1 field(s) read" in r.output

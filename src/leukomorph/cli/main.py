@@ -233,11 +233,16 @@ def analyze(
         for s in result.skipped:
             console.print(f"[yellow]skipped[/yellow] {s.source}: {s.reason}")
         if not result.predictions:
-            console.print(
-                f"[red]error:[/red] case {name}: no readable image among {len(files)} input(s); nothing written"
+            n_read = sum(i.status == "ok" for i in result.inputs)
+            why = (
+                f"no white cell detected in the {n_read} field(s) read"
+                + (f" ({len(result.skipped)} input(s) unreadable)" if result.skipped else "")
+                if n_read and cfg.fields
+                else f"no cell to classify among {len(files)} input(s) (each skipped, with its reason)"
             )
+            console.print(f"[red]error:[/red] case {name}: {why}; nothing written")
             code = max(code, EXIT_NO_INPUT)
-            _summarise(case_summary(name, status=f"error: no readable image among {len(files)} input(s)"))
+            _summarise(case_summary(name, status=f"error: {why}"))
             continue
         try:
             written = write_outputs(result, outs[name], overwrite=overwrite, argv=sys.argv)
