@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,16 @@ def test_a_field_without_white_cells_says_so(tmp_path):
     Image.fromarray(np.full((400, 600, 3), (235, 215, 215), np.uint8)).save(tmp_path / "glass.png")
     r = runner.invoke(app, ["analyze", str(tmp_path / "glass.png"), "--fields", "--out", str(tmp_path / "o")])
     assert r.exit_code == 4 and "no white cell detected in the 1 field(s) read" in r.output
+
+
+def test_the_same_image_under_two_names_is_counted_once(sample_dir, tmp_path):
+    case = tmp_path / "case"
+    case.mkdir()
+    first = sorted(sample_dir.glob("*.webp"))[0]
+    shutil.copyfile(first, case / "a.webp")
+    shutil.copyfile(first, case / "b.webp")  # an export run twice, say
+    r = runner.invoke(app, ["analyze", str(case), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1, r.output
+    rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "o" / "cells.csv").open())}
+    assert rows["a.webp"]["status"] == "ok"
+    assert rows["b.webp"]["status"] == f"error: identical to {case / 'a.webp'} (same bytes): counted once"

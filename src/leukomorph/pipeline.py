@@ -772,6 +772,7 @@ def run_case(
     sharp: dict[str, float] = {}
     total, done, n_white, stopped = len(paths), 0, 0, None
     seen_boxes: dict[str, list] = {}  # slide → white-cell boxes counted so far (level-0 pixels)
+    first_of: dict[str, str] = {}  # sha256 of an input file → the first input with those bytes
     step = SLIDE_CHUNK if config.slides else config.batch_size
     # fields and slides give batches of another size per field: hand ONNX Runtime's arena memory
     # back after each call, or it keeps blocks for every batch shape it has seen
@@ -787,7 +788,14 @@ def run_case(
                     log.warning("skipped %s: %s", item.source, item.reason)
                     skipped.append(item)
                     inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
+                elif reg is None and item.sha256 in first_of:  # the same image twice would count its cells twice
+                    why = f"identical to {first_of[item.sha256]} (same bytes): counted once"
+                    log.warning("skipped %s: %s", item.source, why)
+                    skipped.append(Skipped(item.source, why))
+                    inputs.append(InputRecord(item.source, item.sha256, f"error: {why}", (), item.shape))
                 elif config.fields:
+                    if reg is None:
+                        first_of[item.sha256] = item.source
                     px_um = config.pixel_size_um or item.pixel_size_um
                     if reg is not None:
                         sl = slides[reg.slide]
@@ -857,6 +865,7 @@ def run_case(
                     skipped.append(Skipped(item.source, blank))
                     inputs.append(InputRecord(item.source, item.sha256, f"error: {blank}", (), item.shape))
                 else:
+                    first_of[item.sha256] = item.source
                     crops.append(item.pixels)
                     sources.append(item.source)
                     pixel_um[item.source] = config.pixel_size_um or item.pixel_size_um
