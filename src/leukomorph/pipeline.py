@@ -39,7 +39,7 @@ from .detect.zone import BLOCK_UM, DEFAULT_COVERAGE, MAX_THICK_FRACTION, Tile, p
 from .errors import ConfigError, ImageReadError
 from .explain import occlusion_map, overlay
 from .imageops import border_fill
-from .io import MAX_PIXELS, read_image
+from .io import MAX_PIXELS, check_pixel_size, read_image
 from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
@@ -676,10 +676,7 @@ def _own(found, info: dict, reg: _Region, seen: list | None = None):
 def check_config(config: AnalyzeConfig) -> AnalyzeConfig:
     """The numeric options checked (:class:`ConfigError` naming the option), and ``fields`` set when
     ``slides`` is: what :func:`run_case` runs with. Callers may check before any work."""
-    if config.pixel_size_um is not None and not 0 < config.pixel_size_um < 100:
-        raise ConfigError(
-            f"pixel_size_um (--pixel-size) must be µm per pixel, > 0 and < 100, not {config.pixel_size_um}"
-        )
+    check_pixel_size(config.pixel_size_um)
     if config.threads is not None and config.threads < 0:
         raise ConfigError(f"threads (--threads) must be >= 0 (0: all cores), not {config.threads}")
     if config.batch_size < 1:

@@ -234,12 +234,12 @@ def analyze(
             console.print(f"[yellow]skipped[/yellow] {s.source}: {s.reason}")
         if not result.predictions:
             n_read = sum(i.status == "ok" for i in result.inputs)
-            why = (
-                f"no white cell detected in the {n_read} field(s) read"
-                + (f" ({len(result.skipped)} input(s) unreadable)" if result.skipped else "")
-                if n_read and cfg.fields
-                else f"no cell to classify among {len(files)} input(s) (each skipped, with its reason)"
-            )
+            if n_read and cfg.fields:
+                why = f"no white cell detected in the {n_read} field(s) read"
+                if result.skipped:
+                    why += f" ({len(result.skipped)} input(s) unreadable)"
+            else:
+                why = f"no cell to classify among {len(files)} input(s) (each skipped, with its reason)"
             console.print(f"[red]error:[/red] case {name}: {why}; nothing written")
             code = max(code, EXIT_NO_INPUT)
             _summarise(case_summary(name, status=f"error: {why}"))
@@ -283,16 +283,18 @@ def segment(
     import cv2
     import numpy as np
 
-    from ..io import expand_inputs, read_image
+    from ..io import check_pixel_size, expand_inputs, read_image
     from ..models.registry import load_segmenter
     from ..segment import MORPHOMETRIC_COLUMNS, classical_labels, morphometrics
 
     if method not in ("model", "classical"):
         console.print(f"[red]error:[/red] unknown method {method!r}; choose model or classical")
         raise typer.Exit(EXIT_USAGE)
-    if pixel_size is not None and not 0 < pixel_size < 100:
-        console.print(f"[red]error:[/red] --pixel-size must be µm per pixel, > 0 and < 100, not {pixel_size}")
-        raise typer.Exit(EXIT_USAGE)
+    try:
+        check_pixel_size(pixel_size)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
     files = expand_inputs(paths)
     if not files:
         console.print("[red]error:[/red] no image files found")
@@ -665,7 +667,10 @@ def finetune_cmd(
         "leukomorph-cell", "--base", help="Cell classifier to start from (ships its training weights)."
     ),
     epochs: int = typer.Option(
-        6, "--epochs", help="Most epochs; the one kept is chosen on the laboratory's validation cases (0: the base)."
+        6,
+        "--epochs",
+        help="Most epochs (at least 1); the epoch kept is chosen on the laboratory's validation cases, and may be "
+        "epoch 0, the base model itself.",
     ),
     lr: float = typer.Option(2e-4, "--lr"),
     replay: str = typer.Option(

@@ -19,11 +19,11 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError
+from ..errors import ConfigError, ImageReadError
 from ..records import Image
 from .slides import SLIDE_SUFFIXES, is_region_source, read_region_image
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "expand_inputs", "read_image", "sha256_file"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "check_pixel_size", "expand_inputs", "read_image", "sha256_file"]
 
 #: Suffixes picked up when a folder is given. Files named explicitly are always attempted.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -130,6 +130,12 @@ PLAUSIBLE_UM_PER_PX = (0.02, 5.0)
 
 def _plausible(um: float | None) -> float | None:
     return float(um) if um and PLAUSIBLE_UM_PER_PX[0] <= um <= PLAUSIBLE_UM_PER_PX[1] else None
+
+
+def check_pixel_size(um: float | None) -> None:
+    """A pixel size a user gives (``--pixel-size``, µm/px): None, or > 0 and < 100; else :class:`ConfigError`."""
+    if um is not None and not 0 < um < 100:
+        raise ConfigError(f"pixel size (--pixel-size) must be µm per pixel, > 0 and < 100, not {um}")
 
 
 def _tiff_pixel_size(tf, page) -> float | None:

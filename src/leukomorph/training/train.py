@@ -417,9 +417,15 @@ def train_classifier(
     val_y = torch.from_numpy(masks[val_idx].argmax(1))
     history = []
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+
+    def val_accuracy() -> float:  # of the averaged weights, on the exactly labelled validation items
+        if not len(val_y):
+            return float("nan")
+        return float((_logits(ema.module, images[val_idx], cfg, dev).argmax(1) == val_y).float().mean())
+
     best: tuple[float, int, dict | None] = (-math.inf, -1, None)  # accuracy, epoch, averaged weights
     if cfg.keep_best and len(val_y):
-        vacc = float((_logits(ema.module, images[val_idx], cfg, dev).argmax(1) == val_y).float().mean())
+        vacc = val_accuracy()
         history.append({"epoch": 0, "loss": float("nan"), "val_acc_ema": vacc, "seconds": 0.0})
         best = (vacc, 0, copy.deepcopy(ema.module.state_dict()))
         log.info("epoch 0 (starting weights) val_acc %.4f", vacc)
@@ -447,8 +453,7 @@ def train_classifier(
             sched.step()
             ema.update_parameters(net)
             total += loss.item()
-        vl = _logits(ema.module, images[val_idx], cfg, dev)
-        vacc = float((vl.argmax(1) == val_y).float().mean()) if len(val_y) else float("nan")
+        vacc = val_accuracy()
         rec = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_acc_ema": vacc, "seconds": time.time() - te}
         history.append(rec)
         emit("epoch", rec)
