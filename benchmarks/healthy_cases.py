@@ -131,9 +131,15 @@ def fields_section(root: Path) -> None:
                         return "(no output)"
                     apl = r["case_scores"].get("apl_vs_aml", {})
                     prob = apl.get("probability")
+                    det = r["suggestion"]["details"]
+                    support = det["blast_percent"] + det["promyelocyte_percent"]
+                    # rules 1.3: an APL flag from the score alone on a near-normal differential says so
+                    caution = ""
+                    if det.get("apl_score_only"):
+                        caution = f" (score alone; blasts + promyelocytes {support:.1f}%)"
                     return {
                         "n": str(r["n_classified"]),
-                        "code": r["suggestion"]["code"],
+                        "code": r["suggestion"]["code"] + caution,
                         "p": "–" if prob is None else f"{prob:.2f}",
                         "a": str(bool(apl.get("applicable"))).lower(),
                     }[key]
