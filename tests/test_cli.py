@@ -42,6 +42,20 @@ def test_analyze_sample_writes_all_outputs(sample_dir, tmp_path):
     assert {f"p_{c}" for c in ("blast", "smudge")} <= set(rows[0])
 
 
+def test_case_given_a_folder_and_no_paths_analyses_that_folder(sample_dir, tmp_path):
+    folder = tmp_path / "Patient_07"
+    _copy_sample(sample_dir, folder, n=25)
+    r = runner.invoke(app, ["analyze", "--case", str(folder), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["case"] == "Patient_07" and res["n_classified"] == 25
+    assert res["case_scores"]["apl_vs_aml"]["probability"] is not None
+    for args in ([], ["--case", str(tmp_path / "absent")]):  # no input at all: a usage error, nothing written
+        r = runner.invoke(app, ["analyze", *args, "--out", str(tmp_path / "o2")])
+        assert r.exit_code == 2 and "no input given" in r.output
+    assert not (tmp_path / "o2").exists()
+
+
 def test_bad_files_are_reported_and_the_rest_goes_on(sample_dir, tmp_path):
     case = tmp_path / "case"
     _copy_sample(sample_dir, case, n=22)

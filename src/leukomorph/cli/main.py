@@ -103,9 +103,18 @@ def _cases(paths: list[str], per_folder: bool, case: str | None, slides: bool = 
 
 @app.command()
 def analyze(
-    paths: list[str] = typer.Argument(..., help="Image files, folders or glob patterns of single-cell crops."),
+    paths: list[str] = typer.Argument(
+        None,
+        help="Image files, folders or glob patterns of single-cell crops (may be left out when --case names the "
+        "case's folder).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per case with --per-folder)."),
-    case: str = typer.Option(None, "--case", help="Case name (default: the folder name, or 'case')."),
+    case: str = typer.Option(
+        None,
+        "--case",
+        help="Case name (default: the folder name, or 'case'). Given a folder and no PATHS, that folder is the "
+        "case, named after it.",
+    ),
     per_folder: bool = typer.Option(False, "--per-folder", help="Each sub-folder of PATH is one case."),
     model: str = typer.Option(
         None,
@@ -175,6 +184,15 @@ def analyze(
     from ..report import case_summary, prepare_batch_summary, prepare_output_dir, write_batch_summary, write_outputs
 
     _check_tta_option(tta)
+    if not paths:
+        if case is None or not Path(case).is_dir():
+            console.print(
+                "[red]error:[/red] no input given: name image files, folders or glob patterns, "
+                "or give --case the case's folder"
+            )
+            raise typer.Exit(EXIT_USAGE)
+        paths, case = [case], Path(case).resolve().name
+        console.print(f"--case names a folder and no input was given: analysing {paths[0]} as case {case}")
     if morpho not in (None, "model", "classical", "none"):
         console.print(f"[red]error:[/red] --morphometrics must be 'model', 'classical' or 'none', not {morpho!r}")
         raise typer.Exit(EXIT_USAGE)
