@@ -1,4 +1,4 @@
-"""Counting statistics, rules 1.3, the learned case models, confusion correction, lineage hint and saliency."""
+"""Counting statistics, rules 1.4, the learned case models, confusion correction, lineage hint and saliency."""
 
 import json
 import shutil
@@ -84,6 +84,36 @@ def test_apl_by_case_score_is_urgent_with_evidence_and_respects_applicability():
     assert suggest(diff, preds, case_scores=score).code != "apl_suspected"
     score["apl_vs_aml"].update(applicable=True, probability=0.2)
     assert suggest(diff, preds, case_scores=score).code != "apl_suspected"
+
+
+def test_an_apl_flag_from_the_score_on_few_cells_says_how_specific_it_is():
+    rows = [
+        {"cells": 20, "aml_flagged": 0.196},
+        {"cells": 50, "aml_flagged": 0.108},
+        {"cells": 100, "aml_flagged": 0.067},
+        {"cells": None, "aml_flagged": 0.061},
+    ]
+    score = {
+        "apl_vs_aml": {
+            "probability": 0.8,
+            "ci95": [0.6, 0.9],
+            "model": "m",
+            "evidence_cells": ["blast0.png"],
+            "validation": {"cells_per_case": {"rows": rows}},
+        }
+    }
+    few = _cells({"blast": 10, "promyelocyte": 10, "lymphocyte": 20})  # 40 cells: blast support, few cells
+    s = suggest(differential(few), few, case_scores=score)
+    assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast0.png",)
+    assert s.details["apl_score_few_cells"] and not s.details["apl_score_only"]
+    assert "rests on 40 cells" in s.text and "20% of non-APL AML patients" in s.text and "on 20 of their" in s.text
+    assert "against 6% on all of them" in s.text and s.details["rules_version"] == "1.4"
+    del score["apl_vs_aml"]["validation"]  # a card without the figures: the caution without them
+    s = suggest(differential(few), few, case_scores=score)
+    assert s.urgent and "rests on 40 cells" in s.text and "cross-validation" not in s.text
+    many = _cells({"blast": 25, "promyelocyte": 25, "lymphocyte": 50})
+    s = suggest(differential(many), many, case_scores=score)
+    assert s.code == "apl_suspected" and not s.details["apl_score_few_cells"] and "Caution" not in s.text
 
 
 @pytest.fixture
@@ -325,7 +355,7 @@ def test_lineage_hint_monocytic_and_granularity():
     preds = _cells({"blast": 30, "monocyte": 25, "promonocyte": 5, "lymphocyte": 40})
     sug = suggest(differential(preds), preds)
     lh = sug.details["lineage_hint"]
-    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.3"
+    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.4"
     assert lh["hint"] == "monocytic differentiation" and "flow cytometry" in lh["caveat"]
     assert set(lh["evidence_cells"]) <= {p.source for p in preds if p.predicted_class in ("monocyte", "promonocyte")}
     preds = _cells({"blast": 40, "lymphocyte": 60})

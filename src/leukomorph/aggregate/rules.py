@@ -11,7 +11,10 @@ confident cells of the class that triggered it).
    chance, the learned score far better). A flag from the score alone on a case with blasts,
    blast equivalents and promyelocytes below ``apl_score_only_pct`` % stays urgent but says so
    (``details.apl_score_only``, rules 1.3): the score was fitted on AML and APL patients only, and
-   healthy blood from another camera has scored high. In APL the
+   healthy blood from another camera has scored high. A flag from the score on fewer than
+   ``apl_score_few_cells`` classified cells carries a caution too (``details.apl_score_few_cells``,
+   rules 1.4): on fewer cells the score is less specific, and the caution quotes the score card's
+   cells-per-case figures (``metrics.cells_per_case``) where it has them. In APL the
    abnormal promyelocytes are blast equivalents and the 20% threshold does not apply (WHO 5th ed.
    / ICC 2022: APL with PML::RARA). Evidence: the cells that raise the score most, or the
    promyelocytes.
@@ -41,7 +44,7 @@ from .differential import wilson_interval
 
 __all__ = ["RULES_VERSION", "RuleConfig", "lineage_hint", "suggest"]
 
-RULES_VERSION = "1.3"
+RULES_VERSION = "1.4"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class RuleConfig:
     #: an APL flag raised by the score alone, on a case whose blasts, blast equivalents and
     #: promyelocytes together are below this share of white cells (%), carries a caution (rules 1.3)
     apl_score_only_pct: float = 5.0
+    #: an APL flag raised by the score on fewer classified cells than this carries a caution: the
+    #: score is less specific on few cells (rules 1.4; ``benchmarks/case_cells.py``)
+    apl_score_few_cells: int = 100
     n_evidence: int = 12
     #: lineage hint: monocytic component (monocytes + promonocytes, % of white cells)
     monocytic_pct: float = 20.0
@@ -166,6 +172,24 @@ def lineage_hint(
     return out
 
 
+def _few_cells_caution(n: int, cfg: RuleConfig, apl: dict) -> str:
+    """The caution on a score-based APL flag from fewer than ``cfg.apl_score_few_cells`` cells,
+    with the score card's cross-validated false-alarm rates by cells per case where it has them."""
+    text = f" Caution: the score rests on {n} cells; on fewer than {cfg.apl_score_few_cells} it is less specific"
+    rows = ((apl.get("validation") or {}).get("cells_per_case") or {}).get("rows") or []
+    sized = sorted((r for r in rows if r.get("cells")), key=lambda r: r["cells"])
+    every = next((r for r in rows if r.get("cells") is None), None)
+    if sized and every is not None:
+        near = [r for r in sized if r["cells"] <= n] or sized[:1]
+        r = near[-1]
+        text += (
+            f" (patient-level cross-validation of {apl.get('model')}: {r['aml_flagged']:.0%} of non-APL AML "
+            f"patients scored at least {cfg.apl_score_threshold:g} on {r['cells']} of their cells, against "
+            f"{every['aml_flagged']:.0%} on all of them)"
+        )
+    return text + ": classify more of the patient's cells if the smear allows, and review the evidence cells now."
+
+
 def suggest(
     diff: Differential,
     preds: Sequence[CellPrediction],
@@ -220,6 +244,9 @@ def suggest(
             if details["apl_score_only"]
             else ""
         )
+        details["apl_score_few_cells"] = len(preds) < cfg.apl_score_few_cells
+        if details["apl_score_few_cells"]:
+            caution += _few_cells_caution(len(preds), cfg, apl)
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: the patient-level APL pattern score is {apl_p:.2f} "

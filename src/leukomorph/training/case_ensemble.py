@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -28,12 +30,88 @@ from .mil import _fit, _scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_case_ensemble"]
+__all__ = ["EnsembleData", "cv_folds", "ensemble_data", "fit_case_ensemble", "fit_members", "member_scores"]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
+
+
+@dataclass
+class EnsembleData:
+    """What the ensemble's members are fitted on: one bag of cell embeddings and one array of cell
+    probabilities per DeepAPL patient, and the members' settings read from their cards."""
+
+    patients: list[str]
+    y: np.ndarray
+    bags: list[np.ndarray]
+    probs: list[np.ndarray]
+    index: Any
+    epochs: int
+    members: int
+    c: float
+    cell: dict
+    model: Any
+    mil_card: Any
+    lr_card: Any
+
+    def features(self, probs: list[np.ndarray]) -> np.ndarray:
+        """The logistic member's case features of each patient's cell probabilities."""
+        return np.array([case_features(p, self.index) for p in probs])
+
+
+def ensemble_data(
+    mil_name: str = "leukomorph-apl",
+    lr_name: str = "leukomorph-apl-lr",
+    root=None,
+    cache: str | os.PathLike[str] | None = None,
+) -> EnsembleData:
+    """Classify every DeepAPL cell with the members' cell model (``cache``: its outputs, reused when
+    they match) and gather the members' settings."""
+    mil_card, lr_card = get_card(mil_name), get_card(lr_name)
+    cell = mil_card.raw["depends_on"]
+    if lr_card.raw["depends_on"]["sha256"] != cell["sha256"]:
+        raise ValueError("the two members were fitted on different cell models")
+    probs, emb, rows, model = deepapl_cell_outputs(cell["name"], root, Path(cache) if cache else None, embeddings=True)
+    patients, by_patient, y = patients_of(rows)
+    # the logistic member's own features (all, or the classes its card names)
+    index = feature_index(tuple(lr_card.raw["input"]["cell_classes"]), lr_card.raw["input"].get("feature_classes"))
+    return EnsembleData(
+        patients=patients,
+        y=y,
+        bags=[emb[by_patient[p]] for p in patients],
+        probs=[probs[by_patient[p]] for p in patients],
+        index=index,
+        epochs=int(mil_card.raw["architecture"]["epochs"]),
+        members=int(mil_card.raw["architecture"].get("members", 1)),
+        c=float(lr_card.raw["architecture"]["C"]),
+        cell=dict(cell),
+        model=model,
+        mil_card=mil_card,
+        lr_card=lr_card,
+    )
+
+
+def fit_members(d: EnsembleData, train: np.ndarray, seed: int):
+    """The two members fitted on the patients ``train`` (indices): (MIL network, logistic pipeline)."""
+    net = _fit([d.bags[i] for i in train], d.y[train], d.epochs, seed=seed, members=d.members)
+    return net, _lr(d.c).fit(d.features([d.probs[i] for i in train]), d.y[train])
+
+
+def member_scores(members, bags: list[np.ndarray], probs: list[np.ndarray], d: EnsembleData):
+    """Each member's score of the cases (bags of embeddings and their cells' probabilities)."""
+    net, lr = members
+    return _scores(net, bags), lr.predict_proba(d.features(probs))[:, 1]
+
+
+def cv_folds(d: EnsembleData, repeats: int = 3):
+    """The ensemble's cross-validation: (repeat, test patients, fitted members) per fold of a
+    ``repeats``× repeated stratified 5-fold split over patients (seeds 100 × repeat + fold)."""
+    for r in range(repeats):
+        split = StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(d.y)), d.y)
+        for k, (tr, te) in enumerate(split):
+            yield r, te, fit_members(d, tr, seed=100 * r + k)
 
 
 def fit_case_ensemble(
@@ -47,27 +125,13 @@ def fit_case_ensemble(
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mil_card, lr_card = get_card(mil_name), get_card(lr_name)
-    cell = mil_card.raw["depends_on"]
-    if lr_card.raw["depends_on"]["sha256"] != cell["sha256"]:
-        raise ValueError("the two members were fitted on different cell models")
-    epochs = int(mil_card.raw["architecture"]["epochs"])
-    members = int(mil_card.raw["architecture"].get("members", 1))
-    c = float(lr_card.raw["architecture"]["C"])
-    probs, emb, rows, model = deepapl_cell_outputs(
-        cell["name"], root, Path(cache) if cache else out / "cell_embeddings.npz", embeddings=True
-    )
-    patients, by_patient, y = patients_of(rows)
-    bags = [emb[by_patient[p]] for p in patients]
-    # the logistic member's own features (all, or the classes its card names)
-    index = feature_index(tuple(lr_card.raw["input"]["cell_classes"]), lr_card.raw["input"].get("feature_classes"))
-    feats = np.array([case_features(probs[by_patient[p]], index) for p in patients])
+    d = ensemble_data(mil_name, lr_name, root, Path(cache) if cache else out / "cell_embeddings.npz")
+    mil_card, lr_card, cell, model, y = d.mil_card, d.lr_card, d.cell, d.model, d.y
+    patients = d.patients
     oof_mil, oof_lr = np.zeros((repeats, len(y))), np.zeros((repeats, len(y)))
+    for r, te, members in cv_folds(d, repeats):
+        oof_mil[r, te], oof_lr[r, te] = member_scores(members, [d.bags[i] for i in te], [d.probs[i] for i in te], d)
     for r in range(repeats):
-        for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
-            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k, members=members)
-            oof_mil[r, te] = _scores(net, [bags[i] for i in te])
-            oof_lr[r, te] = _lr(c).fit(feats[tr], y[tr]).predict_proba(feats[te])[:, 1]
         log.info(
             "repeat %d AUROC mil %.3f lr %.3f ensemble %.3f",
             r,
@@ -92,11 +156,13 @@ def fit_case_ensemble(
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
     it = np.array([p in test for p in patients])
     if it.any() and len(set(y[it])) == 2:
-        s_mil = _scores(
-            _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7, members=members),
-            [b for b, t in zip(bags, it, strict=True) if t],
+        held_idx = np.nonzero(it)[0]
+        s_mil, s_lr = member_scores(
+            fit_members(d, np.nonzero(~it)[0], seed=7),
+            [d.bags[i] for i in held_idx],
+            [d.probs[i] for i in held_idx],
+            d,
         )
-        s_lr = _lr(c).fit(feats[~it], y[~it]).predict_proba(feats[it])[:, 1]
         s = (s_mil + s_lr) / 2
         held = held_out_summary(y[it], s, np.array(patients)[it], calibrated=calibrate(s))
     pfile = out / f"{name}.npz"
@@ -118,7 +184,7 @@ def fit_case_ensemble(
         "training": {
             "data": "DeepAPL (Sidhom et al. 2021): all cells of 82 patients (22 APL, 60 non-APL AML); research use",
             "patients": len(y),
-            "cells": int(len(emb)),
+            "cells": int(sum(len(b) for b in d.bags)),
         },
         "metrics": {
             "cross_validation": {
