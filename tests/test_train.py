@@ -54,6 +54,44 @@ def test_train_export_and_reload(tmp_path, monkeypatch):
     assert probs.shape == (3, 16) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
 
+def test_case_ensemble_cross_validation_scores_every_patient_once_per_repeat():
+    from sklearn.metrics import roc_auc_score
+
+    from leukomorph.training.case_ensemble import EnsembleData, cv_folds, member_scores
+
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 6 + [0] * 14)
+    bags, probs = [], []
+    for label in y:  # APL patients: embeddings shifted, and more cells likely to be class 0
+        n = int(rng.integers(15, 30))
+        bags.append(rng.normal(0.8 * label, 1.0, (n, 8)).astype(np.float32))
+        p = rng.dirichlet([3.0 if label else 1.0, 1.0, 1.0], n)
+        probs.append(p)
+    d = EnsembleData(
+        patients=[f"P{i}" for i in range(len(y))],
+        y=y,
+        bags=bags,
+        probs=probs,
+        index=None,
+        epochs=3,
+        members=1,
+        c=1.0,
+        cell={},
+        model=None,
+        mil_card=None,
+        lr_card=None,
+    )
+    seen = np.zeros((2, len(y)), int)
+    oof = np.zeros((2, len(y)))
+    for r, te, members in cv_folds(d, repeats=2):
+        seen[r, te] += 1
+        s_mil, s_lr = member_scores(members, [d.bags[i] for i in te], [d.probs[i] for i in te], d)
+        assert s_mil.shape == s_lr.shape == (len(te),) and ((s_mil >= 0) & (s_mil <= 1)).all()
+        oof[r, te] = (s_mil + s_lr) / 2
+    assert (seen == 1).all()  # every patient scored once per repeat, always out of fold
+    assert roc_auc_score(y, oof.mean(0)) > 0.8
+
+
 def test_mil_torch_and_numpy_agree():
     from leukomorph.aggregate.mil import mil_forward
     from leukomorph.training.mil import GatedAttentionMIL
