@@ -163,3 +163,13 @@ def test_segmenter_batches_and_arena_release_do_not_change_results(sample_dir):
     assert not _RELEASE.get()
     for a, b in zip(released, seg.segment_many(crops), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_trim_heap_calls_glibc_where_there_is_one():
+    """Slides hand the C heap's free memory back after each chunk of tiles: glibc's malloc_trim,
+    absent (and said so) on other C libraries."""
+    import platform
+
+    from leukomorph.onnxrt import trim_heap
+
+    assert trim_heap() is (platform.libc_ver()[0] == "glibc")

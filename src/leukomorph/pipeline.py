@@ -43,7 +43,7 @@ from .io import MAX_PIXELS, check_pixel_size, read_image
 from .io.slides import is_whole_slide, open_slide, read_thumbnail, region_source
 from .models import DEFAULT_CASE_MODEL, DEFAULT_CLASSIFIER, load_classifier
 from .models.registry import load_detector, load_segmenter
-from .onnxrt import releasing_memory
+from .onnxrt import releasing_memory, trim_heap
 from .qc import blank_reason, model_quality_gate, sharpness
 from .records import CellPrediction, Differential, Image, Skipped, Suggestion
 from .segment import classical_labels, morphometrics
@@ -887,6 +887,8 @@ def run_case(
                         ox, oy, _ = field_crop_origin(Detection(d["x0"], d["y0"], d["x1"], d["y1"], 0.0))
                         masks[src] = {"cell": _outline(lab > 0, ox, oy), "nucleus": _outline(lab == 2, ox, oy)}
             done += len(chunk)
+            if config.slides:  # the chunk's tile buffers are freed: hand them back to the system
+                trim_heap()
             if progress is not None:
                 progress(total if stopped else done, total)
             if stopped:
