@@ -30,18 +30,8 @@ from leukomorph.segment import MORPHOMETRIC_COLUMNS, morphometrics
 from leukomorph.training.case_ensemble import _logit, ensemble_data, fit_members, member_scores
 from leukomorph.training.case_model import _lr, cv_summary, deepapl_cell_outputs, patients_of
 
-COLUMNS = (
-    "nc_ratio",
-    "cell_circularity",
-    "nucleus_circularity",
-    "nucleus_solidity",
-    "nucleus_lobes",
-    "chromatin_std",
-    "chromatin_entropy",
-    "cytoplasm_L",
-    "cytoplasm_a",
-    "cytoplasm_b",
-)
+# every morphometric but the areas (pixels and µm²: they depend on the camera's scale)
+COLUMNS = tuple(c for c in MORPHOMETRIC_COLUMNS if not c.endswith(("_px", "_um2")))
 
 
 def segmented(rows: list[dict], cache: Path) -> np.ndarray:
