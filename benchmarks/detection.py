@@ -4,7 +4,7 @@ robustness (red-cell ruler); tiling of large mosaics; touching and overlapping w
 val fields' own, and pairs made by laying a second cell beside one: transmittances multiply, as
 for stacked absorbing cells); whole-pipeline time of a 1-megapixel field.
 
-    python benchmarks/detection.py [--quick]
+    python benchmarks/detection.py [--quick] [--model CARD]   (a candidate detector; timing uses the bundled one)
 
 txl_pbc (TXL-PBC v2, MIT): fields from four public sets (PBC, Raabin-WBC, BCCD, BCDD) with YOLO
 boxes. The detector `leukomorph-det` was trained on the `train` split only; `val` is never used for
@@ -22,7 +22,7 @@ import numpy as np
 
 from leukomorph.detect import detect_white_cells
 from leukomorph.models.registry import load_detector
-from leukomorph.training.detect import DET_CLASSES, evaluate_detector, load_txl
+from leukomorph.training.detect import DET_CLASSES, evaluate_detector, glass_colour, lay_cell, load_txl
 
 
 class _Classical:
@@ -102,12 +102,13 @@ def _mosaics(items, n=4, side=4):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="100 val fields, fewer bootstrap resamples")
+    ap.add_argument("--model", default="leukomorph-det", help="detector name or card path (a candidate)")
     a = ap.parse_args()
     items = load_txl("val")
     if a.quick:
         items = items[:100]
     nb = 100 if a.quick else 500
-    det = load_detector()
+    det = load_detector(a.model)
     print(f"txl_pbc val: {len(items)} fields; detector {det.card.name} {det.card.version} ({det.card.sha256[:12]})\n")
     print("| detector | class | AP@0.5 all (95% CI) | PBC | Raabin-WBC | BCCD | BCDD | max recall |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -186,13 +187,6 @@ def _wbc_overlaps(it) -> np.ndarray:
     return w[o.any(1)]
 
 
-def _glass(rgb: np.ndarray) -> np.ndarray:
-    """Colour of the bare glass: median of the brightest tenth of the pixels."""
-    px = rgb.reshape(-1, 3).astype(np.float32)
-    lum = px.mean(1)
-    return np.maximum(np.median(px[lum >= np.percentile(lum, 90)], 0), 1.0)
-
-
 def _pairs(items, gaps, seed: int = 0) -> dict[float, list[dict]]:
     """Each field with a white cell A gets a second white cell B (from another val field of the
     same source) beside A, ``gap`` × B's box size from A's box (negative: overlapping), for every
@@ -229,14 +223,12 @@ def _pairs(items, gaps, seed: int = 0) -> dict[float, list[dict]]:
         if not fits:
             continue
         at = fits[0]
-        trans = np.clip(patch / _glass(src["image"]), 0, 1.0)
+        glass = glass_colour(src["image"])
         for g, (x0, y0) in zip(gaps, at, strict=True):
-            img = it["image"].astype(np.float32)
-            img[y0 : y0 + ph, x0 : x0 + pw] *= trans
             out[g].append(
                 {
                     **it,
-                    "image": np.clip(img, 0, 255).astype(np.uint8),
+                    "image": lay_cell(it["image"], patch, glass, x0, y0),
                     "boxes": np.concatenate([it["boxes"], [[x0, y0, x0 + pw, y0 + ph]]]).astype(np.float32),
                     "labels": np.concatenate([it["labels"], [0]]),
                     "pair": np.array([ia, len(it["boxes"])]),

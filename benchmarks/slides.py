@@ -153,12 +153,15 @@ def main() -> None:
     ap.add_argument("--source", nargs="*", default=["Raabin-WBC", "PBC", "BCCD", "BCDD"])
     ap.add_argument("--out", default="runs/slides-bench", help="folder for the synthetic slides (written)")
     ap.add_argument("--large", action="store_true", help="also a 40,000 × 20,000 px slide (about 2 min to write)")
+    ap.add_argument("--detector", default="leukomorph-det", help="detector name or card path (a candidate)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_classifier("leukomorph-cell")
-    det = load_detector("leukomorph-det")
-    common = dict(saliency=False, attributes=None, field_model=None, case_models=(), morphometrics="none")
+    det = load_detector(a.detector)
+    common = dict(
+        saliency=False, attributes=None, field_model=None, case_models=(), morphometrics="none", detector=a.detector
+    )
     mpps = {}
     print(
         "| source | fields | truth WBC | slide px | µm/px stated | tiles read / counted | "

@@ -104,6 +104,42 @@ def test_mil_torch_and_numpy_agree():
     assert mil_forward(net.params(), bag)[0] == pytest.approx(p_torch, abs=1e-5)
 
 
+def test_a_white_cell_laid_over_another_overlaps_it_and_changes_nothing_else():
+    import cv2
+
+    from leukomorph.training.detect import glass_colour, lay_cell, overlapping_pair
+
+    glass = (235, 215, 215)
+    field = np.full((200, 240, 3), glass, np.uint8)
+    cv2.circle(field, (120, 100), 30, (150, 120, 200), -1)
+    item = {
+        "image": field,
+        "boxes": np.array([[90, 70, 150, 130], [10, 10, 30, 30]], np.float32),
+        "labels": np.array([0, 1]),
+        "source": "s",
+    }
+    donor = {"image": field.copy(), "boxes": item["boxes"].copy(), "labels": item["labels"], "source": "s"}
+    assert np.array_equal(glass_colour(field), np.array(glass, np.float32))
+    bare = np.full((20, 20, 3), glass, np.uint8)  # bare glass laid anywhere changes nothing
+    assert np.array_equal(lay_cell(field, bare, glass_colour(field), 5, 5), field)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = overlapping_pair(item, [(donor, 0)], rng, (0.2, 0.4))
+        assert out is not item and list(out["labels"]) == [0, 1, 0]
+        new, own = out["boxes"][-1], item["boxes"][0]
+        assert new[2] - new[0] == 60 and new[3] - new[1] == 60
+        ix = min(new[2], own[2]) - max(new[0], own[0])
+        iy = min(new[3], own[3]) - max(new[1], own[1])
+        assert ix > 0 and iy > 0  # the laid cell overlaps the field's own
+        outside = np.ones(field.shape[:2], bool)
+        outside[int(new[1]) : int(new[3]), int(new[0]) : int(new[2])] = False
+        assert np.array_equal(out["image"][outside], field[outside])  # nothing changes outside its box
+        x0, y0 = int(new[0]), int(new[1])  # soft: the corners of the laid box keep the field's pixels
+        assert np.abs(out["image"][y0, x0].astype(int) - field[y0, x0].astype(int)).max() <= 2
+    no_white = {**item, "labels": np.array([1, 1])}  # nothing to lay a cell over: the field as it was
+    assert overlapping_pair(no_white, [(donor, 0)], rng) is no_white
+
+
 def test_detector_trains_exports_and_finalizes_on_synthetic_fields(tmp_path):
     import csv
 
@@ -138,7 +174,8 @@ def test_detector_trains_exports_and_finalizes_on_synthetic_fields(tmp_path):
         w.writerow(["image", "labels", "split", "source_dataset", "width", "height"])
         w.writerows(rows)
     run = tmp_path / "run"
-    train_detector(run, DetConfig(epochs=2, batch_size=4, threads=1), root=tmp_path / "data")
+    # every training field gets a second white cell laid over its own (the clump augmentation)
+    train_detector(run, DetConfig(epochs=2, batch_size=4, threads=1, overlap_paste=1.0), root=tmp_path / "data")
     card = finalize_detector(run, "tiny-det", root=tmp_path / "data")
     raw = json.loads(card.read_text())
     assert raw["task"] == "detection" and raw["input"]["rbc_diameter_px"] > 0

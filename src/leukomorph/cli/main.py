@@ -754,6 +754,12 @@ def train_detector_cmd(
     epochs: int = typer.Option(60),
     size: int = typer.Option(256, help="Longer side of a field at model scale (px)."),
     zoom: tuple[float, float] = typer.Option((0.5, 2.2), help="Random zoom range of training fields."),
+    overlap_paste: float = typer.Option(
+        0.0,
+        "--overlap-paste",
+        help="Probability that a training field gets a white cell of another field laid over one of its own "
+        "(0-45%% overlap), to learn to separate clumps.",
+    ),
     name: str = typer.Option("leukomorph-det", help="Model name written into the card."),
     seed: int = typer.Option(0),
     data_root: Path = typer.Option(None, "--data-root", help="Shared data folder (needs txl_pbc/)."),
@@ -762,9 +768,13 @@ def train_detector_cmd(
     """Train the smear-field detector (white cells, red cells, platelets) on txl_pbc (train extra)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     td = _training_module("detect")
+    if not 0.0 <= overlap_paste <= 1.0:
+        console.print(f"[red]error:[/red] --overlap-paste is a probability (0-1), not {overlap_paste}")
+        raise typer.Exit(EXIT_USAGE)
     _refuse_non_empty(out, overwrite)
     try:
-        td.train_detector(out, td.DetConfig(epochs=epochs, size=size, scale_jitter=zoom, seed=seed), data_root)
+        cfg = td.DetConfig(epochs=epochs, size=size, scale_jitter=zoom, seed=seed, overlap_paste=overlap_paste)
+        td.train_detector(out, cfg, data_root)
         card = td.finalize_detector(out, name, root=data_root)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -48,7 +48,10 @@ __all__ = [
     "choose_thresholds",
     "evaluate_detector",
     "finalize_detector",
+    "glass_colour",
+    "lay_cell",
     "load_txl",
+    "overlapping_pair",
     "train_detector",
 ]
 
@@ -116,6 +119,71 @@ class DetConfig:
     seed: int = 0
     threads: int = 0
     limit: int = 0  # use only the first N training fields (smoke tests)
+    #: probability that a training field gets a white cell of another training field (same source)
+    #: laid over one of its own white cells (:func:`overlapping_pair`): clumps to separate (0: none)
+    overlap_paste: float = 0.0
+    #: how much the laid cell overlaps, as a fraction of its width (uniform in this range)
+    overlap_range: tuple[float, float] = (0.0, 0.45)
+
+
+def glass_colour(rgb: np.ndarray) -> np.ndarray:
+    """Colour of the bare glass: median of the brightest tenth of the pixels (never below 1)."""
+    px = rgb.reshape(-1, 3).astype(np.float32)
+    lum = px.mean(1)
+    return np.maximum(np.median(px[lum >= np.percentile(lum, 90)], 0), 1.0)
+
+
+def lay_cell(
+    field: np.ndarray, patch: np.ndarray, glass: np.ndarray, x0: int, y0: int, soft: bool = False
+) -> np.ndarray:
+    """``field`` with ``patch`` (cut from a field whose glass colour is ``glass``) laid at (x0, y0)
+    by transmittance, field × patch / glass: a cell over a cell darkens as stacked absorbing layers
+    do, and the patch's bare glass leaves the field as it was. ``soft``: only the ellipse inscribed
+    in the patch, with a blurred edge, so that neither the patch's corners (neighbouring red cells)
+    nor a rectangular edge come with it."""
+    out = field.astype(np.float32)
+    ph, pw = patch.shape[:2]
+    t = np.clip(patch.astype(np.float32) / glass, 0, 1.0)
+    if soft:
+        alpha = np.zeros((ph, pw), np.float32)
+        cv2.ellipse(alpha, (pw // 2, ph // 2), (max(1, pw // 2 - 1), max(1, ph // 2 - 1)), 0, 0, 360, 1.0, -1)
+        alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.06 * min(ph, pw)))[..., None]
+        t = 1 - alpha * (1 - t)
+    out[y0 : y0 + ph, x0 : x0 + pw] *= t
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def overlapping_pair(item: dict, donors: list[tuple[dict, int]], rng: np.random.Generator, overlap=(0.0, 0.45)):
+    """``item`` (a txl field) with a donor white cell (``donors``: (field, box index)) laid (softly,
+    :func:`lay_cell`) over one
+    of its white cells, overlapping by a fraction of the donor's width drawn from ``overlap``, on a
+    random side where it fits, shifted sideways by up to a third of its size; its box is added as
+    a white cell. The item unchanged when it has no white cell or nothing fits."""
+    own = np.nonzero(item["labels"] == 0)[0]
+    if not len(own) or not donors:
+        return item
+    a = item["boxes"][int(rng.choice(own))]
+    src, j = donors[int(rng.integers(len(donors)))]
+    bx0, by0, bx1, by1 = (int(round(v)) for v in src["boxes"][j])
+    patch = src["image"][max(0, by0) : by1, max(0, bx0) : bx1]
+    ph, pw = patch.shape[:2]
+    h, w = item["image"].shape[:2]
+    if ph < 4 or pw < 4 or ph >= h or pw >= w:
+        return item
+    f = rng.uniform(*overlap)
+    cx = (a[0] + a[2]) / 2 - pw / 2 + rng.uniform(-1, 1) * pw / 3
+    cy = (a[1] + a[3]) / 2 - ph / 2 + rng.uniform(-1, 1) * ph / 3
+    sides = [(a[2] - f * pw, cy), (a[0] + f * pw - pw, cy), (cx, a[3] - f * ph), (cx, a[1] + f * ph - ph)]
+    for k in rng.permutation(4):
+        x0, y0 = (int(round(v)) for v in sides[k])
+        if 0 <= x0 and x0 + pw <= w and 0 <= y0 and y0 + ph <= h:
+            return {
+                **item,
+                "image": lay_cell(item["image"], patch, glass_colour(src["image"]), x0, y0, soft=True),
+                "boxes": np.concatenate([item["boxes"], [[x0, y0, x0 + pw, y0 + ph]]]).astype(np.float32),
+                "labels": np.concatenate([item["labels"], [0]]).astype(item["labels"].dtype),
+            }
+    return item
 
 
 def _augment(item: dict, size: int, rng: np.random.Generator, jitter: tuple[float, float]):
@@ -241,6 +309,10 @@ def train_detector(out_dir: str | os.PathLike[str], cfg: DetConfig | None = None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     items = load_txl("train", root, cfg.limit)
+    donors: dict[str, list[tuple[dict, int]]] = {}  # white cells to lay over others, by source
+    for it in items:
+        for j in np.nonzero(it["labels"] == 0)[0]:
+            donors.setdefault(it["source"], []).append((it, int(j)))
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = CenterNetSmall()
@@ -258,7 +330,11 @@ def train_detector(out_dir: str | os.PathLike[str], cfg: DetConfig | None = None
         for s in range(steps):
             xs, hs, rs, ms = [], [], [], []
             for i in perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]:
-                x, b, lab = _augment(items[i], cfg.size, rng, cfg.scale_jitter)
+                item = items[i]
+                if cfg.overlap_paste and rng.random() < cfg.overlap_paste:
+                    pool = [d for d in donors.get(item["source"], []) if d[0] is not item]
+                    item = overlapping_pair(item, pool, rng, cfg.overlap_range)
+                x, b, lab = _augment(item, cfg.size, rng, cfg.scale_jitter)
                 h, r, m = _targets(b, lab, cfg.size, len(DET_CLASSES))
                 xs.append(x)
                 hs.append(h)
