@@ -247,6 +247,9 @@ def test_reading_commands_refuse_a_missing_store_and_bad_arguments(tmp_path):
     assert r.exit_code == 2 and "--port" in r.output
     r = runner.invoke(app, ["evaluate", "--model", "no-such-model"])
     assert r.exit_code == 5 and "no model named" in r.output
+    out = tmp_path / "det"
+    r = runner.invoke(app, ["train-detector", "--out", str(out), "--overlap-paste", "1.5"])
+    assert r.exit_code == 2 and "--overlap-paste" in r.output and not out.exists()
 
 
 def test_a_field_without_white_cells_says_so(tmp_path):

@@ -767,10 +767,10 @@ def train_detector_cmd(
 ) -> None:
     """Train the smear-field detector (white cells, red cells, platelets) on txl_pbc (train extra)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    td = _training_module("detect")
     if not 0.0 <= overlap_paste <= 1.0:
         console.print(f"[red]error:[/red] --overlap-paste is a probability (0-1), not {overlap_paste}")
         raise typer.Exit(EXIT_USAGE)
+    td = _training_module("detect")
     _refuse_non_empty(out, overwrite)
     try:
         cfg = td.DetConfig(epochs=epochs, size=size, scale_jitter=zoom, seed=seed, overlap_paste=overlap_paste)
