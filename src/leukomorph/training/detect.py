@@ -351,8 +351,8 @@ def train_detector(out_dir: str | os.PathLike[str], cfg: DetConfig | None = None
             loss.backward()
             opt.step()
             sched.step()
-            tot["heat"] += float(lh)
-            tot["reg"] += float(lr_)
+            tot["heat"] += lh.item()
+            tot["reg"] += lr_.item()
         history.append({"epoch": epoch + 1, **{k: v / steps for k, v in tot.items()}})
         log.info(
             "epoch %d heat %.4f reg %.4f (%.0f s)", epoch + 1, tot["heat"] / steps, tot["reg"] / steps, time.time() - t0
