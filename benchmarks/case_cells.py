@@ -59,10 +59,6 @@ def main() -> None:
             s_mil, s_lr = member_scores(members, [d.bags[i][sub[i]] for i in te], [d.probs[i][sub[i]] for i in te], d)
             raw[key][r, te] = (s_mil + s_lr) / 2
 
-    def calibrated(s: np.ndarray) -> np.ndarray:
-        m = np.clip(s, 1e-6, 1 - 1e-6)
-        return 1 / (1 + np.exp(-(ens.platt_a * np.log(m / (1 - m)) + ens.platt_b)))
-
     pro_i = list(d.model.classes).index("promyelocyte")
     print(
         f"{ens.name} {ens.version} (members {ens.mil.name}, {ens.lr.name}; cell model {d.cell['name']} "
@@ -80,7 +76,7 @@ def main() -> None:
         keys = [key for key in subsets if key[0] == n]
         aucs = [roc_auc_score(y, raw[key][r]) for key in keys for r in range(args.repeats)]
         _, lo, hi = auroc_ci(y, raw[keys[0]].mean(0))
-        flags = np.array([calibrated(raw[key][r]) >= 0.5 for key in keys for r in range(args.repeats)])
+        flags = np.array([ens.calibrate(raw[key][r]) >= 0.5 for key in keys for r in range(args.repeats)])
         base = np.mean(
             [
                 roc_auc_score(y, [(p[s].argmax(1) == pro_i).mean() for p, s in zip(d.probs, subsets[key], strict=True)])

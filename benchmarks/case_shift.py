@@ -103,20 +103,16 @@ def main() -> None:
             s_mil, s_lr = member_scores(members, [bags[i] for i in te], [probs[i] for i in te], d)
             raw[name][r, te] = (s_mil + s_lr) / 2
 
-    def calibrated(s: np.ndarray) -> np.ndarray:
-        m = np.clip(s, 1e-6, 1 - 1e-6)
-        return 1 / (1 + np.exp(-(ens.platt_a * np.log(m / (1 - m)) + ens.platt_b)))
-
     print(
         f"{ens.name} {ens.version} on cell model {d.cell['name']} {d.cell['version']}: {len(y)} DeepAPL patients "
         f"({int(y.sum())} APL), 3× 5-fold, members fitted on the cells as given\n"
     )
     print("| every cell of the patient | AUROC, mean (range) | APL flagged | AML flagged | median abs. score change |")
     print("|---|---:|---:|---:|---:|")
-    clean = calibrated(raw["as given"])
+    clean = ens.calibrate(raw["as given"])
     for name, s in raw.items():
         aucs = [roc_auc_score(y, s[r]) for r in range(3)]
-        p = calibrated(s)
+        p = ens.calibrate(s)
         print(
             f"| {name} | {np.mean(aucs):.3f} ({min(aucs):.3f}–{max(aucs):.3f}) | {(p[:, y == 1] >= 0.5).mean():.2f} "
             f"| {(p[:, y == 0] >= 0.5).mean():.3f} | {np.median(np.abs(p - clean)):.3f} |"

@@ -167,11 +167,13 @@ class EnsembleCaseModel:
 
     def score_and_attention(self, probs: np.ndarray, emb: np.ndarray) -> tuple[float, np.ndarray]:
         m, att = self.raw_score(probs, emb)
-        return self._calibrate(m), att
+        return self.calibrate(m), att
 
-    def _calibrate(self, raw: float) -> float:
-        m = float(np.clip(raw, 1e-6, 1 - 1e-6))
-        return float(1 / (1 + np.exp(-(self.platt_a * np.log(m / (1 - m)) + self.platt_b))))
+    def calibrate(self, raw):
+        """The ensemble's Platt scaling of raw (member-mean) scores: a float, or an array of them."""
+        m = np.clip(np.asarray(raw, float), 1e-6, 1 - 1e-6)
+        p = 1 / (1 + np.exp(-(self.platt_a * np.log(m / (1 - m)) + self.platt_b)))
+        return float(p) if p.ndim == 0 else p
 
     def predict_interval(self, probs: np.ndarray, emb: np.ndarray, n_boot: int = 100, seed: int = 0):
         """95% interval over bootstrap resamples of the case's cells (counting noise only)."""
@@ -182,7 +184,7 @@ class EnsembleCaseModel:
         for _ in range(n_boot):
             i = rng.integers(0, len(probs), len(probs))
             s_mil = mil_probability(self.mil.params, mil_logit(terms, i)[0], calibrated=False)
-            vals.append(self._calibrate(0.5 * (s_mil + self.lr.predict(probs[i]))))
+            vals.append(self.calibrate(0.5 * (s_mil + self.lr.predict(probs[i]))))
         return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
     def assess(self, probs: np.ndarray, emb: np.ndarray, n_evidence: int = 12) -> dict[str, Any]:
