@@ -50,6 +50,8 @@ def test_case_given_a_folder_and_no_paths_analyses_that_folder(sample_dir, tmp_p
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["case"] == "Patient_07" and res["n_classified"] == 25
     assert res["case_scores"]["apl_vs_aml"]["probability"] is not None
+    r = runner.invoke(app, ["analyze", str(folder), "--case", str(folder), "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 0 and json.loads((tmp_path / "o3" / "results.json").read_text())["case"] == "Patient_07"
     for args in ([], ["--case", str(tmp_path / "absent")]):  # no input at all: a usage error, nothing written
         r = runner.invoke(app, ["analyze", *args, "--out", str(tmp_path / "o2")])
         assert r.exit_code == 2 and "no input given" in r.output

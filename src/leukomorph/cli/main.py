@@ -112,8 +112,8 @@ def analyze(
     case: str = typer.Option(
         None,
         "--case",
-        help="Case name (default: the folder name, or 'case'). Given a folder and no PATHS, that folder is the "
-        "case, named after it.",
+        help="Case name (default: the folder name, or 'case'). A folder given here names the case after it; "
+        "with no PATHS, that folder is the case.",
     ),
     per_folder: bool = typer.Option(False, "--per-folder", help="Each sub-folder of PATH is one case."),
     model: str = typer.Option(
@@ -191,8 +191,10 @@ def analyze(
                 "or give --case the case's folder"
             )
             raise typer.Exit(EXIT_USAGE)
-        paths, case = [case], Path(case).resolve().name
-        console.print(f"--case names a folder and no input was given: analysing {paths[0]} as case {case}")
+        paths = [case]
+        console.print(f"--case names a folder and no input was given: analysing {case} as one case")
+    if case is not None and Path(case).is_dir():  # a folder given as the case: named after it
+        case = Path(case).resolve().name
     if morpho not in (None, "model", "classical", "none"):
         console.print(f"[red]error:[/red] --morphometrics must be 'model', 'classical' or 'none', not {morpho!r}")
         raise typer.Exit(EXIT_USAGE)
