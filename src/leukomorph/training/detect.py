@@ -154,11 +154,11 @@ def lay_cell(
 
 
 def overlapping_pair(item: dict, donors: list[tuple[dict, int]], rng: np.random.Generator, overlap=(0.0, 0.45)):
-    """``item`` (a txl field) with a donor white cell (``donors``: (field, box index)) laid (softly,
-    :func:`lay_cell`) over one
-    of its white cells, overlapping by a fraction of the donor's width drawn from ``overlap``, on a
-    random side where it fits, shifted sideways by up to a third of its size; its box is added as
-    a white cell. The item unchanged when it has no white cell or nothing fits."""
+    """``item`` (a txl field) with a donor white cell (``donors``: (field, box index)) laid softly
+    (:func:`lay_cell`) over one of its white cells, overlapping by a fraction of the donor's width
+    drawn from ``overlap``, on a random side where it fits, shifted sideways by up to a third of its
+    size; its box is added as a white cell. The item unchanged when it has no white cell or nothing
+    fits."""
     own = np.nonzero(item["labels"] == 0)[0]
     if not len(own) or not donors:
         return item
