@@ -114,6 +114,20 @@ def test_an_apl_flag_from_the_score_on_few_cells_says_how_specific_it_is():
     many = _cells({"blast": 25, "promyelocyte": 25, "lymphocyte": 50})
     s = suggest(differential(many), many, case_scores=score)
     assert s.code == "apl_suspected" and not s.details["apl_score_few_cells"] and "Caution" not in s.text
+    # the batch summary (cases.csv) names the cautions of each case's APL flag
+    from types import SimpleNamespace
+
+    from leukomorph.report import case_summary
+
+    def row(cells, sug):
+        r = SimpleNamespace(differential=differential(cells), suggestion=sug, case_scores=score, predictions=cells)
+        return case_summary("c", SimpleNamespace(**vars(r), skipped=[]))["apl_cautions"]
+
+    assert row(many, s) == ""
+    assert row(few, suggest(differential(few), few, case_scores=score)) == "score on few cells"
+    normal = _cells({"segmented_neutrophil": 20, "lymphocyte": 19, "blast": 1})
+    both = suggest(differential(normal), normal, case_scores=score)
+    assert row(normal, both) == "score alone (few blasts and promyelocytes); score on few cells"
 
 
 @pytest.fixture
