@@ -13,10 +13,12 @@ stored": PBC's own class-balanced proportions (about 18% eosinophils, 7% basophi
 platelets, 9% erythroblasts, 18% IG), a mixture no patient has, which tests the case models'
 applicability check more than their score. Printed per mix: how often each suggestion fired
 (every "APL suspected" and "acute leukemia suspected" here is a false alarm), and the learned
-APL score (median, max), how often it reached the rules' 0.5 and how often it was applicable
-(only an applicable score is used by the rules). Then txl_pbc's smear fields, one case per source
-and split, through `analyze --fields`, and the same white cells (box truth, cut with the field
-crop rule) analysed as single-cell crops: each column gives fields \\| crops."""
+APL score (median, max), how often it reached the rules' 0.5, how often it was applicable
+(only an applicable score is used by the rules) and how often the suggestion said "APL not
+excluded" (the score's interval over cell resampling reaching 0.5; rules 1.4). Then txl_pbc's
+smear fields, one case per source and split, through `analyze --fields`, and the same white
+cells (box truth, cut with the field crop rule) analysed as single-cell crops: each column gives
+fields \\| crops."""
 
 from __future__ import annotations
 
@@ -65,8 +67,8 @@ def main() -> None:
             by_mix.setdefault(mix_name, []).append(json.loads((out / case / "results.json").read_text()))
     head = f"model {card.name} {card.version} ({card.sha256[:12]})"
     print(f"{head}; {a.cases} cases of {a.cells} healthy-donor crops per mix\n")
-    print("| mix | suggestions | APL score median (max) | score >= 0.5 | score applicable |")
-    print("|---|---|---:|---:|---:|")
+    print("| mix | suggestions | APL score median (max) | score >= 0.5 | score applicable | APL not excluded |")
+    print("|---|---|---:|---:|---:|---:|")
     for mix_name, results in by_mix.items():
         codes = Counter(r["suggestion"]["code"] for r in results)
         apl = [r["case_scores"]["apl_vs_aml"] for r in results if r["case_scores"].get("apl_vs_aml")]
@@ -75,7 +77,8 @@ def main() -> None:
         sugg = ", ".join(f"{k} {v}" for k, v in codes.most_common())
         score = f"{np.median(p):.2f} ({max(p):.2f})" if p else "–"
         high = sum(v >= 0.5 for v in p)
-        print(f"| {mix_name} | {sugg} | {score} | {high}/{len(p)} | {app}/{len(results)} |")
+        open_ = sum(bool(r["suggestion"]["details"].get("apl_not_excluded")) for r in results)
+        print(f"| {mix_name} | {sugg} | {score} | {high}/{len(p)} | {app}/{len(results)} | {open_}/{len(results)} |")
     if not a.no_fields:
         fields_section(root)
 

@@ -53,6 +53,7 @@ def main() -> None:
         print("|---|---|---:|---:|---:|---:|---|")
         flagged = {"APL": [0, 0], "AML": [0, 0]}
         low = {"APL": 0, "AML": 0}  # blasts + blast equivalents + promyelocytes under apl_score_only_pct
+        not_excluded = {"APL": 0, "AML": 0}  # no APL flag, but the score's interval reaches the threshold
         for p in sorted(test):
             r = json.loads((out / p / "results.json").read_text())
             pro = r["differential"]["classes"]["promyelocyte"]["percent"]
@@ -64,6 +65,7 @@ def main() -> None:
             flagged[dx[p]][0] += code == "apl_suspected"
             flagged[dx[p]][1] += 1
             low[dx[p]] += r["blast_percent"] + pro < RuleConfig().apl_score_only_pct
+            not_excluded[dx[p]] += bool(r["suggestion"]["details"].get("apl_not_excluded"))
         print(
             f"\nAPL flag raised: {flagged['APL'][0]}/{flagged['APL'][1]} APL patients, "
             f"{flagged['AML'][0]}/{flagged['AML'][1]} non-APL AML patients"
@@ -72,6 +74,10 @@ def main() -> None:
             f"blasts, blast equivalents and promyelocytes under {RuleConfig().apl_score_only_pct:g}% of white cells "
             f"(a score-only APL flag would carry the caution): {low['APL']}/{flagged['APL'][1]} APL, "
             f"{low['AML']}/{flagged['AML'][1]} AML"
+        )
+        print(
+            f"'APL not excluded' (no flag; the score's interval reaches the threshold, rules 1.4): "
+            f"{not_excluded['APL']}/{flagged['APL'][1]} APL, {not_excluded['AML']}/{flagged['AML'][1]} AML"
         )
     base = get_card("leukomorph-apl-lr").raw["metrics"]
     print(f"\nAPL vs AML, patient level (case models on {DEFAULT_CLASSIFIER}; from their cards):\n")

@@ -130,6 +130,27 @@ def test_an_apl_flag_from_the_score_on_few_cells_says_how_specific_it_is():
     assert row(normal, both) == "score alone (few blasts and promyelocytes); score on few cells"
 
 
+def test_a_score_whose_interval_reaches_the_threshold_leaves_apl_not_excluded():
+    cells = _cells({"blast": 30, "lymphocyte": 70})
+    diff = differential(cells)
+
+    def run(p, ci, applicable=True):
+        score = {"apl_vs_aml": {"probability": p, "ci95": ci, "applicable": applicable, "model": "m"}}
+        return suggest(diff, cells, case_scores=score)
+
+    s = run(0.3, [0.1, 0.62])
+    assert s.code == "acute_leukemia_suspected" and not s.urgent and s.details["apl_not_excluded"]
+    assert "APL not excluded" in s.text and "(0.10-0.62)" in s.text
+    for s in (run(0.3, [0.1, 0.45]), run(0.3, [0.1, 0.62], applicable=False)):
+        assert s.code == "acute_leukemia_suspected" and not s.details["apl_not_excluded"]
+        assert "APL not excluded" not in s.text
+    assert "apl_not_excluded" not in run(0.7, [0.4, 0.9]).details  # flagged: the flag says it all
+    few = _cells({"blast": 3, "lymphocyte": 7})
+    open_score = {"apl_vs_aml": {"probability": 0.3, "ci95": [0.1, 0.9]}}
+    s = suggest(differential(few), few, case_scores=open_score)
+    assert s.code == "too_few_cells" and "APL not excluded" not in s.text
+
+
 @pytest.fixture
 def tiny_case_model(tmp_path):
     k = len(CLASSES)

@@ -25,6 +25,10 @@ confident cells of the class that triggered it).
 5. blasts_increased: blasts + promonocytes ≥ 5% (review smear; consider marrow).
 6. no_leukemic_pattern.
 
+Outcomes 3-6 say "APL not excluded" (``details.apl_not_excluded``, rules 1.4) when the learned
+score is applicable and below the threshold but the upper end of its 95% interval over cell
+resampling reaches it: the case's cells do not settle the score.
+
 Every result carries ``details.blast_thresholds`` (status, posterior probability above, cells
 still needed at 10% and 20%) and the case scores it used. Outcomes 2-5 also carry
 ``details.lineage_hint`` (since rules 1.2, :func:`lineage_hint`): what the morphology suggests about the
@@ -35,7 +39,7 @@ lineage (WHO 5th ed. and ICC require immunophenotyping); the hint says so every 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..records import CellPrediction, Differential, Suggestion
 from ..taxonomy import BLAST_EQUIVALENT
@@ -196,6 +200,32 @@ def suggest(
     cfg: RuleConfig = RuleConfig(),
     case_scores: dict | None = None,
     attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
+) -> Suggestion:
+    """The first rule that fires (module docstring), with its evidence cells and statistics."""
+    s = _first_rule(diff, preds, cfg, case_scores, attributes)
+    if s.code in ("apl_suspected", "too_few_cells"):
+        return s
+    # no APL flag, but the learned score's interval over cell resampling reaches the threshold: say
+    # so rather than let the outcome read as "not APL" (rules 1.4)
+    apl = (case_scores or {}).get("apl_vs_aml") or {}
+    p, ci = apl.get("probability"), apl.get("ci95")
+    open_ = bool(apl.get("applicable", True) and p is not None and ci and ci[1] >= cfg.apl_score_threshold)
+    text = s.text
+    if open_:
+        text += (
+            f" APL not excluded: the APL pattern score is {p:.2f}, but its 95% interval over cell resampling "
+            f"({ci[0]:.2f}-{ci[1]:.2f}) reaches the {cfg.apl_score_threshold:g} threshold; review the promyelocytes "
+            "and blasts for APL features, and classify more cells if the smear allows."
+        )
+    return replace(s, text=text, details={**s.details, "apl_not_excluded": open_})
+
+
+def _first_rule(
+    diff: Differential,
+    preds: Sequence[CellPrediction],
+    cfg: RuleConfig,
+    case_scores: dict | None,
+    attributes: dict[str, dict[str, tuple[str, float]]] | None,
 ) -> Suggestion:
     by_name = {c.name: c for c in diff.counts}
     pro = by_name.get("promyelocyte")
