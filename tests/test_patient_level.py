@@ -141,6 +141,12 @@ def test_a_score_whose_interval_reaches_the_threshold_leaves_apl_not_excluded():
     s = run(0.3, [0.1, 0.62])
     assert s.code == "acute_leukemia_suspected" and not s.urgent and s.details["apl_not_excluded"]
     assert "APL not excluded" in s.text and "(0.10-0.62)" in s.text
+    from types import SimpleNamespace
+
+    from leukomorph.report import case_summary
+
+    result = SimpleNamespace(differential=diff, suggestion=s, case_scores={}, predictions=cells, skipped=[])
+    assert case_summary("c", result)["apl_cautions"].startswith("no flag, but APL not excluded")
     for s in (run(0.3, [0.1, 0.45]), run(0.3, [0.1, 0.62], applicable=False)):
         assert s.code == "acute_leukemia_suspected" and not s.details["apl_not_excluded"]
         assert "APL not excluded" not in s.text

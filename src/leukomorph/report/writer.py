@@ -98,6 +98,7 @@ def prepare_batch_summary(out_dir: str | os.PathLike[str], overwrite: bool = Fal
 _APL_CAUTIONS = {
     "apl_score_only": "score alone (few blasts and promyelocytes)",
     "apl_score_few_cells": "score on few cells",
+    "apl_not_excluded": "no flag, but APL not excluded (the score's interval reaches the threshold)",
 }
 
 
@@ -119,10 +120,9 @@ def case_summary(case: str, result=None, report: str = "", status: str = "ok") -
         blast_ci95_high=f"{d.blast_ci[1]:.1f}",
         suggestion=s.code,
         urgent=str(s.urgent).lower(),
-        # why an APL flag from the learned score deserves a second look (rules 1.3, 1.4)
-        apl_cautions="; ".join(
-            text for key, text in _APL_CAUTIONS.items() if s.code == "apl_suspected" and s.details.get(key)
-        ),
+        # why an APL flag from the learned score deserves a second look, or why its absence does
+        # (rules 1.3, 1.4)
+        apl_cautions="; ".join(text for key, text in _APL_CAUTIONS.items() if s.details.get(key)),
         apl_vs_aml_probability="" if apl.get("probability") is None else f"{apl['probability']:.3f}",
         apl_vs_aml_applicable="" if "applicable" not in apl else str(bool(apl["applicable"])).lower(),
     )
