@@ -36,6 +36,8 @@ def test_analyze_sample_writes_all_outputs(sample_dir, tmp_path):
     assert all(lo <= v <= hi for v, lo, hi in corr["percent"].values())
     html = (out / "report.html").read_text()
     assert "Decision support, not a diagnosis" in html and "data:image/svg+xml;base64" in html
+    # how the APL score fared in cross-validation on cases of about this many cells (the card's table)
+    assert "On 31 cells</td><td>in patient-level cross-validation on 20 cells per patient" in html
     assert "http://" not in html and "https://" not in html  # self-contained
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert len(rows) == 31 and all(r["status"] == "ok" for r in rows)
