@@ -28,7 +28,7 @@ from leukomorph.io import read_image
 from leukomorph.models.registry import load_segmenter
 from leukomorph.segment import MORPHOMETRIC_COLUMNS, morphometrics
 from leukomorph.training.case_ensemble import _logit, ensemble_data, fit_members, member_scores
-from leukomorph.training.case_model import _lr, cv_summary, deepapl_cell_outputs, patients_of
+from leukomorph.training.case_model import _lr, cv_summary
 
 # every morphometric but the areas (pixels and µm²: they depend on the camera's scale)
 COLUMNS = tuple(c for c in MORPHOMETRIC_COLUMNS if not c.endswith(("_px", "_um2")))
@@ -58,19 +58,17 @@ def main() -> None:
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     cache = args.cache_dir / "cell_embeddings.npz"
     d = ensemble_data(cache=cache)
-    probs, _, rows, model = deepapl_cell_outputs(d.cell["name"], None, cache, embeddings=True)
-    patients, by_patient, y = patients_of(rows)
+    rows, patients, y, model = d.rows, d.patients, d.y, d.model
     morpho = segmented(rows, args.cache_dir / "morpho.npz")
     white = [list(model.classes).index(c) for c in d.lr_card.raw["input"]["feature_classes"]]
 
-    def case_morpho(p: str) -> np.ndarray:
-        pr, m = probs[by_patient[p]], morpho[by_patient[p]]
+    def case_morpho(pr: np.ndarray, m: np.ndarray) -> np.ndarray:
         keep = np.isin(pr.argmax(1), white)
         m = m[keep] if keep.any() else m
         return np.concatenate([np.nanmean(m, 0), np.nanstd(m, 0)])
 
     base = d.features(d.probs)
-    morph = np.array([case_morpho(p) for p in patients])
+    morph = np.array([case_morpho(pr, morpho[d.by_patient[p]]) for p, pr in zip(patients, d.probs, strict=True)])
     both = np.concatenate([base, morph], 1)
 
     def lr_oof(f: np.ndarray, repeats: int) -> np.ndarray:

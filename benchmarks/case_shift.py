@@ -32,7 +32,6 @@ from leukomorph.data import data_root
 from leukomorph.io import read_image
 from leukomorph.models import DEFAULT_CASE_MODEL
 from leukomorph.training.case_ensemble import cv_folds, ensemble_data, member_scores
-from leukomorph.training.case_model import deepapl_cell_outputs, patients_of
 
 
 def _gamma(g: float):
@@ -82,8 +81,7 @@ def main() -> None:
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     ens = load_case_model(DEFAULT_CASE_MODEL)
     d = ensemble_data(ens.mil.name, ens.lr.name, cache=args.cache)
-    _, _, rows, model = deepapl_cell_outputs(d.cell["name"], None, args.cache, embeddings=True)
-    patients, by_patient, y = patients_of(rows)
+    rows, by_patient, patients, y, model = d.rows, d.by_patient, d.patients, d.y, d.model
     base, tta = data_root() / "deepapl", recommended_tta(model)
     shifted: dict[str, tuple[list, list]] = {}  # shift → per patient (embeddings, probabilities)
     for name, fn in SHIFTS.items():

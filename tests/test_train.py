@@ -70,6 +70,8 @@ def test_case_ensemble_cross_validation_scores_every_patient_once_per_repeat():
     d = EnsembleData(
         patients=[f"P{i}" for i in range(len(y))],
         y=y,
+        rows=[],
+        by_patient={},
         bags=bags,
         probs=probs,
         index=None,

@@ -760,7 +760,7 @@ def train_detector_cmd(
         0.0,
         "--overlap-paste",
         help="Probability that a training field gets a white cell of another field laid over one of its own "
-        "(0-45%% overlap), to learn to separate clumps.",
+        "(0-45% overlap), to learn to separate clumps.",
     ),
     name: str = typer.Option("leukomorph-det", help="Model name written into the card."),
     seed: int = typer.Option(0),

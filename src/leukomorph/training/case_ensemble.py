@@ -45,6 +45,8 @@ class EnsembleData:
 
     patients: list[str]
     y: np.ndarray
+    rows: list[dict]  # the DeepAPL manifest rows, in the order the cells were classified
+    by_patient: dict[str, list[int]]  # each patient's row indices
     bags: list[np.ndarray]
     probs: list[np.ndarray]
     index: Any
@@ -80,6 +82,8 @@ def ensemble_data(
     return EnsembleData(
         patients=patients,
         y=y,
+        rows=rows,
+        by_patient=by_patient,
         bags=[emb[by_patient[p]] for p in patients],
         probs=[probs[by_patient[p]] for p in patients],
         index=index,

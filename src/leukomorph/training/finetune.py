@@ -190,7 +190,8 @@ def finetune(
     summary = train_classifier(records, cfg, outp, cache_dir, progress)
     chosen = int(summary["chosen_epoch"])
     name = name or f"{card.name}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
-    tta = recommended_tta(load_classifier(card.card_path))
+    base_model = load_classifier(card.card_path)
+    tta = recommended_tta(base_model)
     new_card = finalize_model(outp, name, records, [*replay, *[str(m) for m in manifests]], tta=tta)
     _describe(new_card, card, outp, name, len(lab), len(cases), len(rep))
     # base vs fine-tuned, on the laboratory's test cases and on the base's validation split
@@ -204,7 +205,7 @@ def finetune(
     lab_groups = [lab_paths[r["path"]].patient_id or "" for r in lab_test]
     base_val = [r for r in read_split(default_split(card)) if r["split"] == "val" and r["dataset"] in replay]
     val_groups = [r["patient_id"] or f"g{r['group']}" for r in base_val]
-    models = {"base": load_classifier(card.card_path), "finetuned": load_classifier(str(new_card))}
+    models = {"base": base_model, "finetuned": load_classifier(str(new_card))}
     comparison: dict = {}
     for key, m in models.items():
         comparison[key] = {
