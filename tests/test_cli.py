@@ -57,6 +57,7 @@ def test_case_given_a_folder_and_no_paths_analyses_that_folder(sample_dir, tmp_p
     for args in ([], ["--case", str(tmp_path / "absent")]):  # no input at all: a usage error, nothing written
         r = runner.invoke(app, ["analyze", *args, "--out", str(tmp_path / "o2")])
         assert r.exit_code == 2 and "no input given" in r.output
+        assert ("absent: no such folder" in r.output) == bool(args)
     assert not (tmp_path / "o2").exists()
 
 

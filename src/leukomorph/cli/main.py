@@ -186,8 +186,9 @@ def analyze(
     _check_tta_option(tta)
     if not paths:
         if case is None or not Path(case).is_dir():
+            given = "" if case is None else f" (--case {case}: no such folder)"
             console.print(
-                "[red]error:[/red] no input given: name image files, folders or glob patterns, "
+                f"[red]error:[/red] no input given{given}: name image files, folders or glob patterns, "
                 "or give --case the case's folder"
             )
             raise typer.Exit(EXIT_USAGE)
