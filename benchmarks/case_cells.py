@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from leukomorph.aggregate.case_model import load_case_model
 from leukomorph.models import DEFAULT_CASE_MODEL
-from leukomorph.training.case_ensemble import cv_folds, ensemble_data, member_scores
+from leukomorph.training.case_ensemble import cv_folds, ensemble_data, member_scores, platt
 from leukomorph.training.case_model import auroc_ci
 
 SIZES = (20, 50, 100, 200, None)  # None: every cell of the patient
@@ -42,10 +42,18 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5, help="random cell subsets per patient and size")
     ap.add_argument("--cache", type=Path, default=Path("runs/case-cells/cell_embeddings.npz"))
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument(
+        "--bag-min-cells",
+        type=int,
+        help="candidate study: refit the MIL member with bag-size augmentation from this many cells "
+        "(flags then use Platt scaling refitted on the candidate's own all-cell out-of-fold scores)",
+    )
     args = ap.parse_args()
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     ens = load_case_model(DEFAULT_CASE_MODEL)
     d = ensemble_data(ens.mil.name, ens.lr.name, cache=args.cache)
+    if args.bag_min_cells:
+        d.bag_min_cells = args.bag_min_cells
     y, n_cells = d.y, np.array([len(b) for b in d.bags])
     rng = np.random.default_rng(0)
     subsets = {
@@ -59,10 +67,14 @@ def main() -> None:
             s_mil, s_lr = member_scores(members, [d.bags[i][sub[i]] for i in te], [d.probs[i][sub[i]] for i in te], d)
             raw[key][r, te] = (s_mil + s_lr) / 2
 
+    calibrate = ens.calibrate
+    if args.bag_min_cells:
+        calibrate = platt(y, raw[(None, 0)].mean(0))
     pro_i = list(d.model.classes).index("promyelocyte")
+    bag = f"; MIL bag-size augmentation from {d.bag_min_cells} cells" if d.bag_min_cells else ""
     print(
         f"{ens.name} {ens.version} (members {ens.mil.name}, {ens.lr.name}; cell model {d.cell['name']} "
-        f"{d.cell['version']}): {len(y)} DeepAPL patients ({int(y.sum())} APL), cells per patient "
+        f"{d.cell['version']}{bag}): {len(y)} DeepAPL patients ({int(y.sum())} APL), cells per patient "
         f"{n_cells.min()}–{n_cells.max()} (median {int(np.median(n_cells))}); {args.repeats}× 5-fold, "
         f"{args.draws} draws per size\n"
     )
@@ -76,7 +88,7 @@ def main() -> None:
         keys = [key for key in subsets if key[0] == n]
         aucs = [roc_auc_score(y, raw[key][r]) for key in keys for r in range(args.repeats)]
         _, lo, hi = auroc_ci(y, raw[keys[0]].mean(0))
-        flags = np.array([ens.calibrate(raw[key][r]) >= 0.5 for key in keys for r in range(args.repeats)])
+        flags = np.array([calibrate(raw[key][r]) >= 0.5 for key in keys for r in range(args.repeats)])
         base = np.mean(
             [
                 roc_auc_score(y, [(p[s].argmax(1) == pro_i).mean() for p, s in zip(d.probs, subsets[key], strict=True)])

@@ -77,6 +77,7 @@ def test_case_ensemble_cross_validation_scores_every_patient_once_per_repeat():
         index=None,
         epochs=3,
         members=1,
+        bag_min_cells=None,
         c=1.0,
         cell={},
         model=None,
@@ -92,6 +93,17 @@ def test_case_ensemble_cross_validation_scores_every_patient_once_per_repeat():
         oof[r, te] = (s_mil + s_lr) / 2
     assert (seen == 1).all()  # every patient scored once per repeat, always out of fold
     assert roc_auc_score(y, oof.mean(0)) > 0.8
+
+
+def test_mil_bag_size_augmentation_draws_between_its_minimum_and_the_bag():
+    from leukomorph.training.mil import _bag_size
+
+    rng = np.random.default_rng(0)
+    assert _bag_size(rng, 500, None, 256) == 256 and _bag_size(rng, 40, None, 256) == 40  # off: as before
+    assert _bag_size(rng, 15, 20, 256) == 15  # a bag smaller than the minimum keeps every cell
+    k = np.array([_bag_size(rng, 300, 20, 256) for _ in range(2000)])
+    assert k.min() >= 20 and k.max() <= 256
+    assert abs(np.median(k) - np.sqrt(20 * 256)) < 10  # log-uniform: the median is the geometric mean
 
 
 def test_mil_torch_and_numpy_agree():

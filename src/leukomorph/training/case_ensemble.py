@@ -30,7 +30,7 @@ from .mil import _fit, _scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EnsembleData", "cv_folds", "ensemble_data", "fit_case_ensemble", "fit_members", "member_scores"]
+__all__ = ["EnsembleData", "cv_folds", "ensemble_data", "fit_case_ensemble", "fit_members", "member_scores", "platt"]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -52,6 +52,7 @@ class EnsembleData:
     index: Any
     epochs: int
     members: int
+    bag_min_cells: int | None  # the MIL member's bag-size augmentation (None: none)
     c: float
     cell: dict
     model: Any
@@ -89,6 +90,7 @@ def ensemble_data(
         index=index,
         epochs=int(mil_card.raw["architecture"]["epochs"]),
         members=int(mil_card.raw["architecture"].get("members", 1)),
+        bag_min_cells=mil_card.raw["architecture"].get("bag_min_cells"),
         c=float(lr_card.raw["architecture"]["C"]),
         cell=dict(cell),
         model=model,
@@ -99,7 +101,9 @@ def ensemble_data(
 
 def fit_members(d: EnsembleData, train: np.ndarray, seed: int):
     """The two members fitted on the patients ``train`` (indices): (MIL network, logistic pipeline)."""
-    net = _fit([d.bags[i] for i in train], d.y[train], d.epochs, seed=seed, members=d.members)
+    net = _fit(
+        [d.bags[i] for i in train], d.y[train], d.epochs, seed=seed, members=d.members, min_cells=d.bag_min_cells
+    )
     return net, _lr(d.c).fit(d.features([d.probs[i] for i in train]), d.y[train])
 
 
@@ -116,6 +120,21 @@ def cv_folds(d: EnsembleData, repeats: int = 3):
         split = StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(d.y)), d.y)
         for k, (tr, te) in enumerate(split):
             yield r, te, fit_members(d, tr, seed=100 * r + k)
+
+
+class _Platt:
+    def __init__(self, a: float, b: float) -> None:
+        self.a, self.b = a, b
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.a * _logit(s) + self.b)))
+
+
+def platt(y: np.ndarray, scores: np.ndarray) -> _Platt:
+    """Platt scaling of ensemble scores (the mean of the members' scores) fitted to labels ``y``:
+    a callable with its slope ``a`` and intercept ``b`` on the logit."""
+    fit = LogisticRegression(C=1e6).fit(_logit(scores).reshape(-1, 1), y)
+    return _Platt(float(fit.coef_[0, 0]), float(fit.intercept_[0]))
 
 
 def fit_case_ensemble(
@@ -149,12 +168,8 @@ def fit_case_ensemble(
         "mil_auroc_mean_over_repeats": float(np.mean([roc_auc_score(y, o) for o in oof_mil])),
         "lr_auroc_mean_over_repeats": float(np.mean([roc_auc_score(y, o) for o in oof_lr])),
     }
-    platt = LogisticRegression(C=1e6).fit(_logit(oof.mean(0)).reshape(-1, 1), y)
-    pa, pb = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-
-    def calibrate(s):
-        return 1 / (1 + np.exp(-(pa * _logit(s) + pb)))
-
+    calibrate = platt(y, oof.mean(0))
+    pa, pb = calibrate.a, calibrate.b
     cv["brier_after_platt_in_sample"] = float(brier_score_loss(y, calibrate(oof.mean(0))))
     held = {}
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))

@@ -80,12 +80,29 @@ class _SeedBag:
         return {k: np.stack([p[k] for p in each]) for k in each[0]}
 
 
+def _bag_size(rng: np.random.Generator, n: int, min_cells: int | None, max_cells: int) -> int:
+    """How many of a bag's ``n`` cells one training step sees: all of them up to ``max_cells``; with
+    ``min_cells``, a number drawn log-uniformly between ``min_cells`` and that (bag-size augmentation:
+    the network also learns from cases imaged with few cells)."""
+    top = min(n, max_cells)
+    if min_cells is None or top <= min_cells:
+        return top
+    return int(round(np.exp(rng.uniform(np.log(min_cells), np.log(top)))))
+
+
 def _fit(
-    bags: list[np.ndarray], y: np.ndarray, epochs: int, seed: int, max_cells: int = 256, members: int = 1
+    bags: list[np.ndarray],
+    y: np.ndarray,
+    epochs: int,
+    seed: int,
+    max_cells: int = 256,
+    members: int = 1,
+    min_cells: int | None = None,
 ) -> GatedAttentionMIL | _SeedBag:
-    """One network (``members=1``) or a bag of ``members`` networks (seeds seed, seed + 1000, ...)."""
+    """One network (``members=1``) or a bag of ``members`` networks (seeds seed, seed + 1000, ...).
+    ``min_cells``: bag-size augmentation (:func:`_bag_size`); None keeps every cell up to ``max_cells``."""
     if members > 1:
-        return _SeedBag([_fit(bags, y, epochs, seed + 1000 * m, max_cells) for m in range(members)])
+        return _SeedBag([_fit(bags, y, epochs, seed + 1000 * m, max_cells, 1, min_cells) for m in range(members)])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = GatedAttentionMIL(bags[0].shape[1])
@@ -95,8 +112,9 @@ def _fit(
         net.train()
         for i in rng.permutation(len(bags)):
             b = bags[i]
-            if len(b) > max_cells:  # subsample big bags each epoch (augmentation, speed)
-                b = b[rng.choice(len(b), max_cells, replace=False)]
+            k = _bag_size(rng, len(b), min_cells, max_cells)
+            if k < len(b):  # subsample each epoch (augmentation, speed)
+                b = b[rng.choice(len(b), k, replace=False)]
             logit = net(torch.from_numpy(b).float())
             loss = nn.functional.binary_cross_entropy_with_logits(
                 logit, torch.tensor(float(y[i])), pos_weight=torch.tensor(float(pos_w))
@@ -120,6 +138,7 @@ def fit_mil_model(
     repeats: int = 3,
     root=None,
     members: int = 1,
+    bag_min_cells: int | None = None,
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +148,7 @@ def fit_mil_model(
     oof = np.zeros((repeats, len(y)))
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)):
-            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k, members=members)
+            net = _fit([bags[i] for i in tr], y[tr], epochs, seed=100 * r + k, members=members, min_cells=bag_min_cells)
             oof[r, te] = _scores(net, [bags[i] for i in te])
         log.info("repeat %d AUROC %.3f", r, roc_auc_score(y, oof[r]))
     cv = cv_summary(y, oof)
@@ -137,7 +156,14 @@ def fit_mil_model(
     test = set(model.card.raw.get("split", {}).get("patients", {}).get("test", []))
     it = np.array([p in test for p in patients])
     if it.any() and len(set(y[it])) == 2:
-        net = _fit([b for b, t in zip(bags, it, strict=True) if not t], y[~it], epochs, seed=7, members=members)
+        net = _fit(
+            [b for b, t in zip(bags, it, strict=True) if not t],
+            y[~it],
+            epochs,
+            seed=7,
+            members=members,
+            min_cells=bag_min_cells,
+        )
         s = _scores(net, [b for b, t in zip(bags, it, strict=True) if t])
         held = held_out_summary(y[it], s, np.array(patients)[it])
     # Platt recalibration of the class-weighted MIL output to the cohort's prevalence, fitted on the
@@ -148,7 +174,7 @@ def fit_mil_model(
     pa, pb = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     cal = 1 / (1 + np.exp(-(pa * lo + pb)))
     cv["brier_after_platt_in_sample"] = float(brier_score_loss(y, cal))
-    final = _fit(bags, y, epochs, seed=0, members=members)
+    final = _fit(bags, y, epochs, seed=0, members=members, min_cells=bag_min_cells)
     params = final.params()
     params["platt_a"], params["platt_b"] = np.asarray(pa), np.asarray(pb)
     # applicability on the probability features, as for the logistic case model
@@ -176,6 +202,11 @@ def fit_mil_model(
             "attention": 32,
             "epochs": epochs,
             "members": members,
+            **({"bag_min_cells": bag_min_cells} if bag_min_cells else {}),
+            "bag_sampling": "each training step sees a bag subsampled to k cells, k log-uniform between "
+            f"{bag_min_cells} and min(cells, 256)"
+            if bag_min_cells
+            else "every cell of a bag up to 256 (a random 256 above that)",
             "members_note": "networks trained with different seeds; logits and attention averaged"
             if members > 1
             else "one network",
