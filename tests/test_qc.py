@@ -43,5 +43,8 @@ def test_analyze_notes_blurred_cells_and_counts_them(sample_dir, tmp_path):
     assert all(
         "blurred or low resolution" in r["notes"] and float(r["sharpness"]) < q["sharpness_gate"] for r in blurred
     )
+    # the note says by how much: the crop's sharpness against the gate
+    gate = f"< {q['sharpness_gate']:g}"
+    assert all(f"sharpness {float(r['sharpness']):.0f} {gate}" in r["notes"] for r in blurred)
     assert all("blurred" not in r["notes"] for n, r in rows.items() if not n.startswith(("0_", "1_")))
     assert "2 of 6 cells blurred or low resolution" in (out / "report.html").read_text()

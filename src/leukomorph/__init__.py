@@ -3,7 +3,7 @@
 Decision support, not a diagnosis: every result is for review by a qualified hematologist.
 """
 
-__version__ = "0.9.2"
+__version__ = "0.9.3"
 
 import logging as _logging  # noqa: E402
 

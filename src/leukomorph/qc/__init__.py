@@ -79,6 +79,13 @@ class QualityGate:
     def to_dict(self) -> dict:
         return {"sharpness_gate": self.sharpness_gate, "input_size": self.size, "fitted": self.source}
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> QualityGate | None:
+        """The gate :meth:`to_dict` wrote (a run's ``results.json``), or None where none was set."""
+        if not d or "sharpness_gate" not in d:
+            return None
+        return cls(float(d["sharpness_gate"]), int(d.get("input_size") or 0), str(d.get("fitted", "")))
+
 
 def model_quality_gate(model) -> QualityGate | None:
     """The gate in the cell model's card (``inference.quality``), or None when it sets none."""

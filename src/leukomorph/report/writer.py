@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .. import jsonio
 from ..classify.core import needs_review
 from ..errors import OutputExistsError
+from ..qc import QualityGate
 from ..segment import MORPHOMETRIC_COLUMNS
 from ..taxonomy import LINEAGE, NON_WBC
 
@@ -197,11 +198,15 @@ def _review_rule(result) -> str:
     return f"{thr} (the model has no conformal calibration)"
 
 
-def _low_quality(result, src: str) -> bool:
-    """Whether a cell's crop is below the model's sharpness gate (leukomorph.qc)."""
-    q = (result.model.get("quality") or {}).get("sharpness_gate")
+def _quality_note(result, src: str) -> str | None:
+    """Why a cell's crop is below the model's sharpness gate (leukomorph.qc), or None."""
+    gate = QualityGate.from_dict(result.model.get("quality"))
     v = getattr(result, "sharpness", {}).get(src)
-    return q is not None and v is not None and v < q
+    return gate.reason(v) if gate is not None and v is not None and gate.low(v) else None
+
+
+def _low_quality(result, src: str) -> bool:
+    return _quality_note(result, src) is not None
 
 
 def _quality_summary(result) -> dict:
@@ -344,11 +349,7 @@ def write_outputs(
                         "; ".join(
                             [
                                 *inp.notes,
-                                *(
-                                    ["blurred or low resolution (below the model's sharpness gate)"]
-                                    if _low_quality(result, src)
-                                    else []
-                                ),
+                                *([note] if (note := _quality_note(result, src)) else []),
                             ]
                         ),
                     ]
