@@ -274,3 +274,38 @@ def test_the_same_image_under_two_names_is_counted_once(sample_dir, tmp_path):
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "o" / "cells.csv").open())}
     assert rows["a.webp"]["status"] == "ok"
     assert rows["b.webp"]["status"] == f"error: identical to {case / 'a.webp'} (same bytes): counted once"
+
+
+def test_report_says_which_evidence_cells_have_a_saliency_map(tmp_path):
+    from leukomorph.aggregate import differential, suggest
+    from leukomorph.pipeline import AnalyzeConfig, CaseResult
+    from leukomorph.records import CellPrediction
+    from leukomorph.report import write_outputs
+    from leukomorph.taxonomy import CLASSES
+
+    def cell(name, i):
+        p = [0.0] * len(CLASSES)
+        p[CLASSES.index(name)] = 1.0
+        return CellPrediction(f"{name}{i}.png", tuple(p), CLASSES)
+
+    preds = [cell("blast", i) for i in range(30)] + [cell("segmented_neutrophil", i) for i in range(70)]
+    diff = differential(preds)
+    sug = suggest(diff, preds)
+    assert len(sug.evidence) > 2
+    res = CaseResult(
+        "c",
+        [],
+        preds,
+        [],
+        diff,
+        sug,
+        {p.source: np.zeros((8, 8, 3), np.uint8) for p in preds},
+        {"name": "x", "version": "", "sha256": "", "card": "", "tta": "none"},
+        AnalyzeConfig(),
+        {},
+        {"leukomorph": "0"},
+        saliency={s: np.zeros((8, 8, 3), np.uint8) for s in sug.evidence[:2]},
+    )
+    html = write_outputs(res, tmp_path / "o")["report.html"].read_text()
+    assert html.count('alt="saliency of') == 2
+    assert "With each of the first 2 cells (the strongest evidence)" in html
