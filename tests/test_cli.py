@@ -178,36 +178,42 @@ def test_field_sized_image_is_flagged(tmp_path):
     assert "does not look like a single-cell crop" in row["notes"]
 
 
-def test_report_with_more_smudges_than_white_cells(tmp_path):
-    """Regression: per-100-WBC values above 100 broke the chart's error bars."""
+def _written_report(tmp_path, counts: dict[str, int], saliency_for: int = 0) -> tuple[str, list[str]]:
+    """report.html of a case of one-hot cells (``counts``: class -> cells), written without running
+    a model, with a saliency map for the first ``saliency_for`` evidence cells; and the evidence."""
     from leukomorph.aggregate import differential, suggest
     from leukomorph.pipeline import AnalyzeConfig, CaseResult
     from leukomorph.records import CellPrediction
     from leukomorph.report import write_outputs
     from leukomorph.taxonomy import CLASSES
 
-    def cell(name, i):
+    preds = []
+    for name, n in counts.items():
         p = [0.0] * len(CLASSES)
         p[CLASSES.index(name)] = 1.0
-        return CellPrediction(f"{name}{i}.png", tuple(p), CLASSES)
-
-    preds = [cell("smudge", i) for i in range(90)] + [cell("blast", i) for i in range(25)]
+        preds += [CellPrediction(f"{name}{i}.png", tuple(p), CLASSES) for i in range(n)]
     diff = differential(preds)
+    sug = suggest(diff, preds)
     res = CaseResult(
         "c",
         [],
         preds,
         [],
         diff,
-        suggest(diff, preds),
+        sug,
         {p.source: np.zeros((8, 8, 3), np.uint8) for p in preds},
         {"name": "x", "version": "", "sha256": "", "card": "", "tta": "none"},
         AnalyzeConfig(),
         {},
         {"leukomorph": "0"},
+        saliency={s: np.zeros((8, 8, 3), np.uint8) for s in sug.evidence[:saliency_for]},
     )
-    paths = write_outputs(res, tmp_path / "o")
-    html = paths["report.html"].read_text()
+    return write_outputs(res, tmp_path / "o")["report.html"].read_text(), list(sug.evidence)
+
+
+def test_report_with_more_smudges_than_white_cells(tmp_path):
+    """Regression: per-100-WBC values above 100 broke the chart's error bars."""
+    html, _ = _written_report(tmp_path, {"smudge": 90, "blast": 25})
     assert "acute leukemia suspected" in html and "Many smudge cells" in html
 
 
@@ -277,35 +283,7 @@ def test_the_same_image_under_two_names_is_counted_once(sample_dir, tmp_path):
 
 
 def test_report_says_which_evidence_cells_have_a_saliency_map(tmp_path):
-    from leukomorph.aggregate import differential, suggest
-    from leukomorph.pipeline import AnalyzeConfig, CaseResult
-    from leukomorph.records import CellPrediction
-    from leukomorph.report import write_outputs
-    from leukomorph.taxonomy import CLASSES
-
-    def cell(name, i):
-        p = [0.0] * len(CLASSES)
-        p[CLASSES.index(name)] = 1.0
-        return CellPrediction(f"{name}{i}.png", tuple(p), CLASSES)
-
-    preds = [cell("blast", i) for i in range(30)] + [cell("segmented_neutrophil", i) for i in range(70)]
-    diff = differential(preds)
-    sug = suggest(diff, preds)
-    assert len(sug.evidence) > 2
-    res = CaseResult(
-        "c",
-        [],
-        preds,
-        [],
-        diff,
-        sug,
-        {p.source: np.zeros((8, 8, 3), np.uint8) for p in preds},
-        {"name": "x", "version": "", "sha256": "", "card": "", "tta": "none"},
-        AnalyzeConfig(),
-        {},
-        {"leukomorph": "0"},
-        saliency={s: np.zeros((8, 8, 3), np.uint8) for s in sug.evidence[:2]},
-    )
-    html = write_outputs(res, tmp_path / "o")["report.html"].read_text()
+    html, evidence = _written_report(tmp_path, {"blast": 30, "segmented_neutrophil": 70}, saliency_for=2)
+    assert len(evidence) > 2
     assert html.count('alt="saliency of') == 2
     assert "With each of the first 2 cells (the strongest evidence)" in html
