@@ -166,6 +166,40 @@ def test_export_reviewed_labels_as_training_manifest(store, tmp_path):
     assert recs[0].classes == ("monocyte",) and recs[0].patient_id == "demo"
 
 
+def test_a_detection_excluded_as_artefact_counts_nowhere_and_is_not_exported(store, tmp_path):
+    """A reviewer can say a crop or detection is no countable cell (debris, a red-cell clump, a cell
+    cut by the field's edge): it leaves every count and denominator, the signed report says how many
+    were excluded, and it is never exported as a training label."""
+    from leukomorph.review.store import export_labels
+
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    assert '"x": "artefact"' in page  # its key in the case view
+    cids = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})
+    before = c.post(f"/api/cells/{cids[0]}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    d0 = before.json()["differential"]
+    assert d0["excluded"] == 0
+    r = c.post(f"/api/cells/{cids[0]}/label", json={"label": "artefact"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    d1 = r.json()["differential"]
+    assert d1["excluded"] == 1 and d1["wbc"] == d0["wbc"] - 1
+    assert d1["classes"]["lymphocyte"]["count"] == d0["classes"]["lymphocyte"]["count"] - 1
+    assert "artefact" not in d1["classes"]
+    page = c.get(f"/cases/{case_id}").text
+    assert "1 excluded as artefacts" in page and "<h2>artefact (1)</h2>" in page
+    queue = page.split('id="queue"')[1].split("<h2>")[0]
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)} - {cids[0]}:
+        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert "1 detections excluded by the reviewer as artefacts" in c.get(f"/cases/{case_id}/reports/1").text
+    with factory() as s:
+        n = export_labels(s, data, tmp_path / "m.csv")
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert len(rows) == n and all(r["label"] != "artefact" for r in rows)
+
+
 def test_schema_is_under_alembic(tmp_path):
     from sqlalchemy import text
 

@@ -107,6 +107,8 @@ class Differential:
     #: the same differential corrected for the model's held-out confusion
     #: (:class:`leukomorph.aggregate.correction.CorrectedDifferential` as a dict), when computed
     corrected: dict[str, Any] | None = None
+    #: cells a reviewer excluded as artefacts (:data:`leukomorph.taxonomy.ARTEFACT`): in no count
+    excluded: int = 0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from .errors import LabelMappingError
 
 __all__ = [
+    "ARTEFACT",
     "BLAST_EQUIVALENT",
     "CLASSES",
     "DATASET_MAPS",
@@ -22,6 +23,7 @@ __all__ = [
     "WBC5_GROUP",
     "WBC5_LABELS",
     "PBC_LABELS",
+    "REVIEW_LABELS",
     "map_label",
 ]
 
@@ -71,6 +73,14 @@ BLAST_EQUIVALENT: frozenset[str] = frozenset({"blast", "promonocyte"})
 
 #: Classes that are not nucleated white cells and are left out of the white-cell differential.
 NON_WBC: frozenset[str] = frozenset({"platelet", "smudge", "erythroblast"})
+
+#: A reviewer's label, not a model class: a detection or crop that is no countable cell (debris,
+#: stain precipitate, a red cell or platelet clump taken for a white cell, a cell cut off by the
+#: field's edge). It is counted in no class and no denominator, and never exported for training.
+ARTEFACT = "artefact"
+
+#: The labels a reviewer may give: every class, and :data:`ARTEFACT`.
+REVIEW_LABELS: tuple[str, ...] = (*CLASSES, ARTEFACT)
 
 #: The eight PBC labels, and the PBC label each taxonomy class maps back to (None: no PBC analogue).
 PBC_LABELS: tuple[str, ...] = (

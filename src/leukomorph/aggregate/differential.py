@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from ..records import CellPrediction, ClassCount, Differential
-from ..taxonomy import BLAST_EQUIVALENT, CLASSES, NON_WBC
+from ..taxonomy import ARTEFACT, BLAST_EQUIVALENT, CLASSES, NON_WBC
 
 __all__ = ["differential", "differential_from_counts", "wilson_interval"]
 
@@ -36,7 +36,11 @@ def differential(predictions: Sequence[CellPrediction], classes: Sequence[str] =
 def differential_from_counts(
     counts: Mapping[str, int], classes: Sequence[str] = CLASSES, total_cells: int | None = None
 ) -> Differential:
-    """The differential of cells counted per class (e.g. a reviewer's current labels)."""
+    """The differential of cells counted per class (e.g. a reviewer's current labels). Cells a
+    reviewer labelled :data:`~leukomorph.taxonomy.ARTEFACT` count in no class, no denominator and
+    not in ``total_cells``; their number is ``excluded``."""
+    excluded = counts.get(ARTEFACT, 0)
+    counts = {c: v for c, v in counts.items() if c != ARTEFACT}
     wbc = sum(v for c, v in counts.items() if c not in NON_WBC)
     rows = []
     for c in classes:
@@ -60,4 +64,5 @@ def differential_from_counts(
         blast_count=blasts,
         blast_percent=100.0 * blasts / wbc if wbc else 0.0,
         blast_ci=(100 * blo, 100 * bhi),
+        excluded=excluded,
     )

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..aggregate.differential import differential_from_counts as core_differential
-from ..taxonomy import CLASSES
+from ..taxonomy import ARTEFACT, CLASSES, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .pdf import signed_pdf
 from .store import check_password, image_dir
@@ -43,8 +43,8 @@ CAN_RELABEL = ("technologist", "hematologist", "admin")
 CAN_SIGN = ("hematologist", "admin")
 #: longest accepted reason for re-opening a signed case (characters)
 MAX_REASON = 500
-#: keyboard shortcuts in the case view (one key per class)
-KEYS = dict(zip("1234567890qwertyu", CLASSES, strict=False))
+#: keyboard shortcuts in the case view (one key per class; x: not a countable cell)
+KEYS = {**dict(zip("1234567890qwertyu", CLASSES, strict=False)), "x": ARTEFACT}
 
 
 def _sha(s: str) -> str:
@@ -85,6 +85,7 @@ def differential_from_counts(counts: dict[str, int]) -> dict:
         },
         "blast_percent": r(d.blast_percent),
         "blast_ci95": [r(v) for v in d.blast_ci],
+        "excluded": d.excluded,
     }
 
 
@@ -212,7 +213,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         by_class: dict[str, list[Cell]] = defaultdict(list)
         for x in cells:
             by_class[x.current].append(x)
-        galleries = [(k, by_class[k]) for k in CLASSES if by_class.get(k)]
+        galleries = [(k, by_class[k]) for k in REVIEW_LABELS if by_class.get(k)]
         reports = s.scalars(select(SignedReport).where(SignedReport.case_id == c.id).order_by(SignedReport.version))
         return render(
             "case.html.j2",
@@ -221,7 +222,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             galleries=galleries,
             diff=differential_of(cells),
             keys=KEYS,
-            classes=CLASSES,
+            classes=REVIEW_LABELS,
             user=sess.user,
             csrf=sess.csrf,
             reports=list(reports),
@@ -247,7 +248,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         if sess.user.role not in CAN_RELABEL:
             raise HTTPException(status_code=403, detail="your role cannot relabel")
         label = body.label
-        if label not in CLASSES:
+        if label not in REVIEW_LABELS:
             raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
         # one writer at a time in this process: SQLite would otherwise make concurrent writers wait in
         # its busy handler (long sleeps); the version check still guards against other processes

@@ -37,11 +37,13 @@ def _lines(ctx: dict[str, Any]) -> list[tuple[str, str]]:
         why += f"{amends.ts:%Y-%m-%d %H:%M} UTC, reason: {amends.after}"
         out += [("text", s) for s in textwrap.wrap(why, WRAP)]
     lo, hi = diff["blast_ci95"]
+    n_out = diff.get("excluded") or 0
+    excluded = f" ({n_out} detections excluded by the reviewer as artefacts: in no count)" if n_out else ""
     out.append(("text", ""))
     out.append(
         (
             "text",
-            f"{diff['wbc']} white cells; blast equivalents {diff['blast_percent']}% (95% CI {lo}–{hi}%).",
+            f"{diff['wbc']} white cells{excluded}; blast equivalents {diff['blast_percent']}% (95% CI {lo}–{hi}%).",
         )
     )
     out.append(("head", "Differential (after review)"))

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError, DataError
+from ..taxonomy import ARTEFACT
 from .db import ROLES, AuditEvent, Case, Cell, User
 
 __all__ = ["add_user", "check_password", "export_labels", "image_dir", "import_results"]
@@ -170,13 +171,18 @@ def export_labels(
 
     ``path`` is the stored image (absolute), ``patient_id`` the case name, so that
     ``leukomorph train-classifier --datasets manifest.csv`` keeps each case on one side of a split.
-    Only cells a reviewer confirmed or relabelled are written (by default only from signed cases).
+    Only cells a reviewer confirmed or relabelled are written (by default only from signed cases),
+    never those excluded as artefacts.
     Returns the number of rows.
     """
     from .db import Case, Cell
 
     images = image_dir(data_dir).resolve()
-    q = select(Cell, Case).join(Case, Cell.case_id == Case.id).where(Cell.label.is_not(None))
+    q = (
+        select(Cell, Case)
+        .join(Case, Cell.case_id == Case.id)
+        .where(Cell.label.is_not(None), Cell.label != ARTEFACT)  # an artefact is no class to learn
+    )
     if signed_only:
         q = q.where(Case.status == "signed")
     outp = Path(out)
