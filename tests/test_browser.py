@@ -76,6 +76,20 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
                 break
             page.wait_for_timeout(100)
         assert page.inner_text("#blast") != blast_before
+        # 'a' then a class key: one more cell in the focused tile's image (the page reloads with it)
+        wbc_before = int(page.inner_text("#wbc"))
+        page.keyboard.press("a")
+        assert "Adding a cell" in page.inner_text("#mode")
+        page.keyboard.press("5")  # lymphocyte
+        for _ in range(50):
+            try:
+                if int(page.inner_text("#wbc")) == wbc_before + 1:
+                    break
+            except Exception:  # the page is reloading
+                pass
+            page.wait_for_timeout(100)
+        assert int(page.inner_text("#wbc")) == wbc_before + 1
+        page.wait_for_selector(".cell.focus")
         # confirm every flagged cell with Enter (the queue comes first, focus advances after each)
         todo = int(page.inner_text("#todo"))
         for _ in range(todo + 1):
@@ -92,5 +106,5 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
         page.wait_for_selector("text=Signed report v1")
         page.click("text=Audit log")
         text = page.inner_text("table")
-        assert "relabel" in text and "signed_out" in text and "blast" in text
+        assert "relabel" in text and "signed_out" in text and "blast" in text and "add_cell" in text
         browser.close()

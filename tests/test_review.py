@@ -200,6 +200,53 @@ def test_a_detection_excluded_as_artefact_counts_nowhere_and_is_not_exported(sto
     assert len(rows) == n and all(r["label"] != "artefact" for r in rows)
 
 
+def test_a_reviewer_adds_the_second_cell_of_a_box_that_holds_two(store, tmp_path):
+    """A detection box (or crop) holding two overlapping cells counts one; the reviewer adds the
+    other: a new cell on the same image, counted, audited, and never exported for training."""
+    from leukomorph.review.store import export_labels
+
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c, "tech")  # technologists may add cells, as they may relabel
+    page = c.get(f"/cases/{case_id}").text
+    cid = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})[0]
+    h = {"X-CSRF-Token": csrf}
+    d0 = c.post(f"/api/cells/{cid}/label", json={"label": "monocyte"}, headers=h).json()["differential"]
+    assert c.post(f"/api/cells/{cid}/add", json={"label": "lymphocyte"}).status_code == 403  # CSRF
+    assert c.post(f"/api/cells/{cid}/add", json={"label": "artefact"}, headers=h).status_code == 422
+    r = c.post(f"/api/cells/{cid}/add", json={"label": "lymphocyte"}, headers=h)
+    assert r.status_code == 200, r.text
+    d1, new = r.json()["differential"], r.json()["cell"]["id"]
+    assert d1["wbc"] == d0["wbc"] + 1
+    assert d1["classes"]["lymphocyte"]["count"] == d0["classes"]["lymphocyte"]["count"] + 1
+    second = c.post(f"/api/cells/{new}/add", json={"label": "blast"}, headers=h)  # joins the original image
+    assert second.status_code == 200 and second.json()["differential"]["wbc"] == d0["wbc"] + 2
+    with factory() as s:
+        from leukomorph.review.db import Cell
+
+        orig, added = s.get(Cell, cid), s.get(Cell, new)
+        assert added.image_file == orig.image_file and added.path == f"{orig.path} +1"
+        assert s.get(Cell, second.json()["cell"]["id"]).path == f"{orig.path} +2"
+        assert {e.action for e in s.query(AuditEvent).filter(AuditEvent.cell_id == new)} == {"add_cell"}
+    # an added cell taken out again is labelled artefact, like any detection
+    d3 = c.post(f"/api/cells/{new}/label", json={"label": "artefact"}, headers=h).json()["differential"]
+    assert d3["wbc"] == d0["wbc"] + 1 and d3["excluded"] == 1
+    assert c.get(f"/cells/{new}/image").status_code == 200
+    with factory() as s:
+        export_labels(s, data, tmp_path / "m.csv", signed_only=False)
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert all(r["predicted"] != "added_by_reviewer" for r in rows) and len(rows) == 1  # the monocyte
+    c2 = TestClient(create_app(url, data))
+    csrf2 = _login(c2)
+    queue = c2.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
+    for q in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
+        c2.post(f"/api/cells/{q}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf2})
+    assert c2.post(f"/cases/{case_id}/signout", data={"csrf": csrf2}, follow_redirects=False).status_code == 303
+    assert "added by reviewer → blast" in c2.get(f"/cases/{case_id}/reports/1").text
+    r = c2.post(f"/api/cells/{cid}/add", json={"label": "blast"}, headers={"X-CSRF-Token": csrf2})
+    assert r.status_code == 409  # signed: closed
+
+
 def test_schema_is_under_alembic(tmp_path):
     from sqlalchemy import text
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from .errors import LabelMappingError
 
 __all__ = [
+    "ADDED_BY_REVIEWER",
     "ARTEFACT",
     "BLAST_EQUIVALENT",
     "CLASSES",
@@ -81,6 +82,10 @@ ARTEFACT = "artefact"
 
 #: The labels a reviewer may give: every class, and :data:`ARTEFACT`.
 REVIEW_LABELS: tuple[str, ...] = (*CLASSES, ARTEFACT)
+
+#: The "prediction" of a cell a reviewer added (a second cell in a crop or detection box that holds
+#: two overlapping cells): it has a label but no model output, and is never exported for training.
+ADDED_BY_REVIEWER = "added_by_reviewer"
 
 #: The eight PBC labels, and the PBC label each taxonomy class maps back to (None: no PBC analogue).
 PBC_LABELS: tuple[str, ...] = (

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..aggregate.differential import differential_from_counts as core_differential
-from ..taxonomy import ARTEFACT, CLASSES, REVIEW_LABELS
+from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .pdf import signed_pdf
 from .store import check_password, image_dir
@@ -279,22 +279,71 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 )
             )
             s.commit()
+        return {"cell": {"id": cell_id, "label": label, "version": new_version}, **_case_state(s, cell.case_id)}
+
+    def _case_state(s: Session, case_id: int) -> dict:
+        """The case's differential from its current classes, and its flagged cells not yet reviewed."""
         current_class = func.coalesce(Cell.label, Cell.predicted)
         counts = dict(
-            s.execute(
-                select(current_class, func.count()).where(Cell.case_id == cell.case_id).group_by(current_class)
-            ).all()
+            s.execute(select(current_class, func.count()).where(Cell.case_id == case_id).group_by(current_class)).all()
         )
         todo = s.scalar(
             select(func.count())
             .select_from(Cell)
-            .where(Cell.case_id == cell.case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
+            .where(Cell.case_id == case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
         )
-        return {
-            "cell": {"id": cell_id, "label": label, "version": new_version},
-            "differential": differential_from_counts(counts),
-            "unreviewed_flagged": todo,
-        }
+        return {"differential": differential_from_counts(counts), "unreviewed_flagged": todo}
+
+    @app.post("/api/cells/{cell_id}/add")
+    def add_cell(
+        cell_id: int, body: LabelIn, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)
+    ):
+        """One more cell in this cell's image (a box or crop that holds two overlapping cells): a new
+        cell of the class given, on the same image, counted like any other; labelling it
+        ``artefact`` takes it out again. Audited as ``add_cell``."""
+        csrf_ok(request, sess)
+        if sess.user.role not in CAN_RELABEL:
+            raise HTTPException(status_code=403, detail="your role cannot add cells")
+        if body.label not in CLASSES:
+            raise HTTPException(status_code=422, detail=f"unknown class {body.label[:40]!r}")
+        with write_lock:
+            cell = s.get(Cell, cell_id)
+            if cell is None:
+                raise HTTPException(status_code=404, detail="no such cell")
+            if cell.case.status == "signed":
+                raise HTTPException(status_code=409, detail="case is signed out; adding cells is closed")
+            base = cell.path.split(" +", 1)[0]  # a cell added to an added cell joins the original image
+            taken = set(s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.path.like(f"{base} +%"))))
+            k = next(i for i in range(1, len(taken) + 2) if f"{base} +{i}" not in taken)
+            new = Cell(
+                case_id=cell.case_id,
+                path=f"{base} +{k}",
+                image_sha256=cell.image_sha256,
+                image_file=cell.image_file,
+                predicted=ADDED_BY_REVIEWER,
+                confidence=0.0,
+                prediction_set="",
+                review_flag=False,
+                label=body.label,
+                reviewed_by=sess.user.username,
+                reviewed_at=now(),
+                version=1,
+            )
+            s.add(new)
+            s.flush()
+            s.add(
+                AuditEvent(
+                    username=sess.user.username,
+                    case_id=cell.case_id,
+                    cell_id=new.id,
+                    action="add_cell",
+                    before=cell.path,
+                    after=body.label,
+                )
+            )
+            s.commit()
+            new_id = new.id
+        return {"cell": {"id": new_id, "label": body.label, "version": 1}, **_case_state(s, cell.case_id)}
 
     @app.post("/cases/{case_id}/signout")
     def signout(

@@ -59,7 +59,8 @@ def _lines(ctx: dict[str, Any]) -> list[tuple[str, str]]:
     corr = ctx.get("corrections") or []
     out.append(("head", f"Cells reclassified by the reviewer: {len(corr)}"))
     for c in corr:
-        out += [("mono", s) for s in textwrap.wrap(f"{c.path}: {c.predicted} → {c.label}", WRAP)]
+        change = f"{c.path}: {c.predicted.replace('_', ' ')} → {c.label.replace('_', ' ')}"
+        out += [("mono", s) for s in textwrap.wrap(change, WRAP)]
     out.append(("head", "Model"))
     out.append(
         (

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError, DataError
-from ..taxonomy import ARTEFACT
+from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT
 from .db import ROLES, AuditEvent, Case, Cell, User
 
 __all__ = ["add_user", "check_password", "export_labels", "image_dir", "import_results"]
@@ -172,7 +172,7 @@ def export_labels(
     ``path`` is the stored image (absolute), ``patient_id`` the case name, so that
     ``leukomorph train-classifier --datasets manifest.csv`` keeps each case on one side of a split.
     Only cells a reviewer confirmed or relabelled are written (by default only from signed cases),
-    never those excluded as artefacts.
+    never those excluded as artefacts nor cells a reviewer added to another cell's image.
     Returns the number of rows.
     """
     from .db import Case, Cell
@@ -181,7 +181,8 @@ def export_labels(
     q = (
         select(Cell, Case)
         .join(Case, Cell.case_id == Case.id)
-        .where(Cell.label.is_not(None), Cell.label != ARTEFACT)  # an artefact is no class to learn
+        # an artefact is no class to learn; an added cell's image is its neighbour's crop
+        .where(Cell.label.is_not(None), Cell.label != ARTEFACT, Cell.predicted != ADDED_BY_REVIEWER)
     )
     if signed_only:
         q = q.where(Case.status == "signed")
