@@ -240,24 +240,34 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             raise HTTPException(status_code=404, detail="image missing from the store")
         return FileResponse(path)
 
+    def _may_edit(request: Request, sess: LoginSession, label: str, allowed, what: str) -> str:
+        """The label, once the request carries its CSRF token, the user's role may ``what`` and the
+        label is one of ``allowed``."""
+        csrf_ok(request, sess)
+        if sess.user.role not in CAN_RELABEL:
+            raise HTTPException(status_code=403, detail=f"your role cannot {what}")
+        if label not in allowed:
+            raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
+        return label
+
+    def _open_cell(s: Session, cell_id: int, what: str) -> Cell:
+        """The cell, if it exists and its case is not signed out (else 404 / 409: ``what`` is closed)."""
+        cell = s.get(Cell, cell_id)
+        if cell is None:
+            raise HTTPException(status_code=404, detail="no such cell")
+        if cell.case.status == "signed":
+            raise HTTPException(status_code=409, detail=f"case is signed out; {what} is closed")
+        return cell
+
     @app.post("/api/cells/{cell_id}/label")
     def relabel(
         cell_id: int, body: LabelIn, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)
     ):
-        csrf_ok(request, sess)
-        if sess.user.role not in CAN_RELABEL:
-            raise HTTPException(status_code=403, detail="your role cannot relabel")
-        label = body.label
-        if label not in REVIEW_LABELS:
-            raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
+        label = _may_edit(request, sess, body.label, REVIEW_LABELS, "relabel")
         # one writer at a time in this process: SQLite would otherwise make concurrent writers wait in
         # its busy handler (long sleeps); the version check still guards against other processes
         with write_lock:
-            cell = s.get(Cell, cell_id)
-            if cell is None:
-                raise HTTPException(status_code=404, detail="no such cell")
-            if cell.case.status == "signed":
-                raise HTTPException(status_code=409, detail="case is signed out; relabelling is closed")
+            cell = _open_cell(s, cell_id, "relabelling")
             before, new_version = cell.current, cell.version + 1
             # optimistic concurrency: the version check makes each write apply exactly once
             res = s.execute(
@@ -301,17 +311,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         """One more cell in this cell's image (a box or crop that holds two overlapping cells): a new
         cell of the class given, on the same image, counted like any other; labelling it
         ``artefact`` takes it out again. Audited as ``add_cell``."""
-        csrf_ok(request, sess)
-        if sess.user.role not in CAN_RELABEL:
-            raise HTTPException(status_code=403, detail="your role cannot add cells")
-        if body.label not in CLASSES:
-            raise HTTPException(status_code=422, detail=f"unknown class {body.label[:40]!r}")
+        label = _may_edit(request, sess, body.label, CLASSES, "add cells")
         with write_lock:
-            cell = s.get(Cell, cell_id)
-            if cell is None:
-                raise HTTPException(status_code=404, detail="no such cell")
-            if cell.case.status == "signed":
-                raise HTTPException(status_code=409, detail="case is signed out; adding cells is closed")
+            cell = _open_cell(s, cell_id, "adding cells")
             base = cell.path.split(" +", 1)[0]  # a cell added to an added cell joins the original image
             taken = set(s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.path.like(f"{base} +%"))))
             k = next(i for i in range(1, len(taken) + 2) if f"{base} +{i}" not in taken)
@@ -324,7 +326,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 confidence=0.0,
                 prediction_set="",
                 review_flag=False,
-                label=body.label,
+                label=label,
                 reviewed_by=sess.user.username,
                 reviewed_at=now(),
                 version=1,
@@ -338,12 +340,12 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                     cell_id=new.id,
                     action="add_cell",
                     before=cell.path,
-                    after=body.label,
+                    after=label,
                 )
             )
             s.commit()
             new_id = new.id
-        return {"cell": {"id": new_id, "label": body.label, "version": 1}, **_case_state(s, cell.case_id)}
+        return {"cell": {"id": new_id, "label": label, "version": 1}, **_case_state(s, cell.case_id)}
 
     @app.post("/cases/{case_id}/signout")
     def signout(
