@@ -256,8 +256,98 @@ def touching(det, items) -> None:
         ),
     )
     gaps = (0.25, 0.1, 0.0, -0.15, -0.3)
-    for g, sub in _pairs(items, gaps).items():
+    pairs = _pairs(items, gaps)
+    for g, sub in pairs.items():
         row(f"laid pairs, gap {g:+.2f} × cell width ({len(sub)} fields)", *_recall(det, sub, lambda it: it["pair"]))
+    merged_flags(det, items, pairs)
+
+
+# A candidate review flag, measured and NOT shipped (v0.9.3; rule fixed from geometry before it was
+# measured, runs/DECISION.md): a white-cell box "may hold two overlapping cells" when its long side is
+# at least MERGED_ASPECT times its short side or, where the case has at least MERGED_MIN_BOXES
+# white-cell boxes, its area at least MERGED_AREA times their median (two equal round cells
+# overlapping by 30% of a width make a box of aspect 1.7; diagonally, about 2.9 times one cell's
+# area). It flagged 40% of the boxes drawn around a laid pair at 30% overlap; its rule needed 50%.
+MERGED_ASPECT, MERGED_AREA, MERGED_MIN_BOXES = 1.5, 2.5, 10
+
+
+def may_hold_two_cells(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Flags for the rows of ``boxes`` (x0, y0, x1, y1); ``reference``: the case's white-cell boxes."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w, h = np.maximum(b[:, 2] - b[:, 0], 1e-6), np.maximum(b[:, 3] - b[:, 1], 1e-6)
+    flag = np.maximum(w, h) / np.minimum(w, h) >= MERGED_ASPECT
+    ref = np.asarray(reference, np.float64).reshape(-1, 4)
+    if len(ref) >= MERGED_MIN_BOXES:
+        flag |= w * h >= MERGED_AREA * float(np.median((ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1])))
+    return flag
+
+
+def _wbc_boxes(det, image) -> np.ndarray:
+    thr = det.score_thresholds["white_blood_cell"]
+    d = [(x.x0, x.y0, x.x1, x.y1) for x in det.detect(image) if x.label == "white_blood_cell" and x.score >= thr]
+    return np.array(d, np.float32).reshape(-1, 4)
+
+
+def merged_flags(det, items, pairs) -> None:
+    """The candidate review flag for boxes that may hold two cells (:func:`may_hold_two_cells`), each
+    txl_pbc source's val fields taken as one case: how often it flags real white cells, and how often
+    the box drawn around both cells of a laid overlapping pair."""
+    from leukomorph.aggregate.differential import wilson_interval as wilson
+    from leukomorph.detect.centernet import iou_matrix
+
+    found = {id(it): _wbc_boxes(det, it["image"]) for it in items}
+    by_source: dict[str, list] = {}
+    for it in items:
+        by_source.setdefault(it["source"], []).append(found[id(it)])
+    ref = {s: np.concatenate(v) for s, v in by_source.items()}
+
+    def share(k, n):
+        lo, hi = wilson(k, n) if n else (float("nan"), float("nan"))
+        return f"{k}/{n} = {k / max(n, 1):.3f} ({lo:.3f}-{hi:.3f})"
+
+    single = [0, 0]
+    overlapping = [0, 0]
+    for it in items:
+        d = found[id(it)]
+        if not len(d):
+            continue
+        flags = may_hold_two_cells(d, ref[it["source"]])
+        truth = it["boxes"][it["labels"] == 0]
+        over = set(_wbc_overlaps(it).tolist())
+        w_idx = np.nonzero(it["labels"] == 0)[0]
+        if not len(truth):
+            continue
+        m = iou_matrix(d, truth)  # detections x truth white cells
+        for j in range(len(d)):
+            t = int(m[j].argmax())
+            if m[j, t] < 0.5:
+                continue
+            acc = overlapping if int(w_idx[t]) in over else single
+            acc[0] += int(flags[j])
+            acc[1] += 1
+    print(
+        "\nCandidate review flag 'box may hold two overlapping cells', not shipped "
+        "(each source's val fields one case):\n"
+    )
+    print("| boxes | flagged (95% Wilson) |")
+    print("|---|---:|")
+    print(f"| detections matching a real single white cell (IoU >= 0.5) | {share(*single)} |")
+    print(f"| detections matching a real white cell whose box overlaps another's | {share(*overlapping)} |")
+    for g in (-0.15, -0.3):
+        k = n = 0
+        for it in pairs[g]:
+            a, b = it["boxes"][it["pair"]]
+            union = np.array([[min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]], np.float32)
+            d = _wbc_boxes(det, it["image"])
+            if not len(d):
+                continue
+            hit = iou_matrix(d, union)[:, 0] >= 0.5  # a box around both cells
+            if hit.any():
+                others = [found[id(x)] for x in items if x["source"] == it["source"] and x["id"] != it["id"]]
+                flags = may_hold_two_cells(d, np.concatenate([*others, d]))
+                k += int(flags[hit].any())
+                n += 1
+        print(f"| laid pairs at {-g:.0%} overlap: a box drawn around both cells | {share(k, n)} |")
 
 
 def field_timing(n_fields: int = 5) -> None:
