@@ -314,7 +314,8 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         label = _may_edit(request, sess, body.label, CLASSES, "add cells")
         with write_lock:
             cell = _open_cell(s, cell_id, "adding cells")
-            base = cell.path.split(" +", 1)[0]  # a cell added to an added cell joins the original image
+            # a cell added to an added cell joins the original image (a path of its own may hold " +")
+            base = cell.path.rsplit(" +", 1)[0] if cell.predicted == ADDED_BY_REVIEWER else cell.path
             taken = set(s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.path.like(f"{base} +%"))))
             k = next(i for i in range(1, len(taken) + 2) if f"{base} +{i}" not in taken)
             new = Cell(
