@@ -7,11 +7,18 @@ from ..evaluation.runner import run_evaluation as _run
 __all__ = ["run_evaluation"]
 
 
-def run_evaluation(card, split, which, out, n_boot, tta=None):
+def run_evaluation(card, split, which, out, n_boot, tta=None, labels=None):
     from .main import _progress
 
     with _progress() as bar:
         task = bar.add_task("evaluate", total=None)
         return _run(
-            card, split, which, out, n_boot, progress=lambda d, t: bar.update(task, completed=d, total=t), tta=tta
+            card,
+            split,
+            which,
+            out,
+            n_boot,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+            tta=tta,
+            labels=labels,
         )

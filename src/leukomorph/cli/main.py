@@ -832,8 +832,16 @@ def evaluate(
     out: Path = typer.Option(None, "--out", "-o", help="Folder for metrics.json, metrics.md and confusion PNGs."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the CIs."),
     tta: str = typer.Option(None, "--tta", help="Test-time augmentation: none, flip, rot4, d4 (default: the card's)."),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="Evaluate on your own labelled cells instead of a split: a CSV with path,label[,patient_id] "
+        "(e.g. from export-labels) or a class-per-folder tree (a sub-folder is the case). With case ids it "
+        "also gives the per-case differential agreement (bias, 95% limits of agreement).",
+    ),
 ) -> None:
-    """Per-class precision/recall/F1, macro-F1, balanced accuracy with bootstrap CIs, per source."""
+    """Per-class precision/recall/F1, macro-F1, balanced accuracy with bootstrap CIs, per source; on
+    the model's held-out split, or on your laboratory's labelled cells (--labels)."""
     from ..models import DEFAULT_CLASSIFIER, get_card
 
     _check_tta_option(tta)
@@ -845,7 +853,9 @@ def evaluate(
         console.print(f"[red]model error:[/red] {exc}")
         raise typer.Exit(EXIT_MODEL) from exc
     try:
-        report, text = run_evaluation(card, split, which, out, n_boot, tta)
+        if labels is not None and split is not None:
+            raise ConfigError("give --split or --labels, not both")
+        report, text = run_evaluation(card, split, which, out, n_boot, tta, labels)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc

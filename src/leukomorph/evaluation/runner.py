@@ -1,4 +1,6 @@
-"""Evaluate a classifier on the rows of a split file (the model's own held-out split by default)."""
+"""Evaluate a classifier on the rows of a split file (the model's own held-out split by default), or
+on a laboratory's own labelled cells (a CSV manifest or a class-per-folder tree), with the per-case
+agreement of the differential when the cells carry case ids."""
 
 from __future__ import annotations
 
@@ -11,14 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from ..classify import classify_crops, coverage, model_conformal, recommended_tta
-from ..data import data_root
-from ..errors import DataError
+from ..data import data_root, load_csv_manifest, load_folder_tree
+from ..errors import DataError, ImageReadError
 from ..io import read_image
 from ..models.registry import ModelCard, load_classifier
 from ..taxonomy import CLASSES, PBC_GROUP, PBC_LABELS
+from .agreement import differential_agreement, format_agreement
 from .metrics import EvalReport, bootstrap_ci, confusion_png, evaluate_predictions, format_report
 
-__all__ = ["default_split", "exact_targets", "predict_rows", "read_split", "run_evaluation", "split_rows"]
+__all__ = [
+    "default_split",
+    "exact_targets",
+    "labelled_rows",
+    "predict_rows",
+    "read_split",
+    "run_evaluation",
+    "split_rows",
+]
 
 
 def read_split(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -49,24 +60,64 @@ def split_rows(card: ModelCard, split: str | os.PathLike[str] | None, which: str
     return path, rows
 
 
+def labelled_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """A laboratory's labelled cells as evaluation rows: a class-per-folder tree
+    (:func:`~leukomorph.data.load_folder_tree`, a sub-folder is the case) or a CSV manifest with
+    ``path,label`` and optional ``patient_id`` (:func:`~leukomorph.data.load_csv_manifest`; what
+    ``leukomorph export-labels`` writes). Labels must be taxonomy classes (docs/taxonomy.md)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    recs = load_folder_tree(p) if p.is_dir() else load_csv_manifest(p)
+    return [
+        {
+            "path": str(Path(r.path).resolve()),
+            "classes": "|".join(r.classes),
+            "dataset": r.dataset,
+            "patient_id": r.patient_id or "",
+            "group": str(i),  # a cell without a case is its own bootstrap group
+            "split": "labels",
+        }
+        for i, r in enumerate(recs)
+    ]
+
+
 def predict_rows(
-    model, rows: list[dict[str, str]], tta: str, progress=None, conformal=None, embeddings: bool = False
+    model,
+    rows: list[dict[str, str]],
+    tta: str,
+    progress=None,
+    conformal=None,
+    embeddings: bool = False,
+    skipped: list | None = None,
 ) -> list:
-    """Classify the images of rows with a ``path`` (paths relative to the data root are resolved)."""
+    """Classify the images of rows with a ``path`` (paths relative to the data root are resolved).
+    ``skipped``: an unreadable image is then left out and recorded there as ``(path, reason)``
+    (else it raises)."""
     preds: list = []
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]
-        imgs = [read_image(_resolve(r["path"])) for r in chunk]
+        imgs, paths = [], []
+        for r in chunk:
+            try:
+                imgs.append(read_image(_resolve(r["path"])))
+                paths.append(r["path"])
+            except ImageReadError as exc:
+                if skipped is None:
+                    raise
+                skipped.append((r["path"], exc.reason))
+        if not imgs:
+            continue
         preds += classify_crops(
             model,
             [i.pixels for i in imgs],
-            [r["path"] for r in chunk],
+            paths,
             tta=tta,
             conformal=conformal,
             embeddings=embeddings,
         )
         if progress:
-            progress(len(preds), len(rows))
+            progress(min(start + 256, len(rows)), len(rows))
     return preds
 
 
@@ -84,13 +135,23 @@ def run_evaluation(
     n_boot: int = 1000,
     progress=None,
     tta: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
 ) -> tuple[dict, str]:
-    split, rows = split_rows(card, split, which)
+    """Metrics of ``card``'s model on the ``which`` rows of ``split`` (default: its own split), or,
+    with ``labels``, on a laboratory's own labelled cells (:func:`labelled_rows`): unreadable images
+    are then skipped and listed, and cells with case ids also give the per-case agreement of the
+    differential (:func:`~leukomorph.evaluation.agreement.differential_agreement`)."""
+    if labels is not None:
+        split, which, rows = Path(labels), "labels", labelled_rows(labels)
+    else:
+        split, rows = split_rows(card, split, which)
     model = load_classifier(card.card_path)
     tta = tta or recommended_tta(model)
     conformal = model_conformal(model)
-    preds = predict_rows(model, rows, tta, progress, conformal)
-    kept = rows
+    skipped: list | None = [] if labels is not None else None
+    preds = predict_rows(model, rows, tta, progress, conformal, skipped=skipped)
+    gone = {path for path, _ in skipped or []}
+    kept = [r for r in rows if r["path"] not in gone]
     pred_cls = [p.predicted_class for p in preds]
     report: dict = {
         "model": card.name,
@@ -100,7 +161,14 @@ def run_evaluation(
         "tta": tta,
         "sources": {},
     }
-    texts = [f"# {card.name} on split '{which}' of {Path(split).name} (test-time augmentation: {tta})"]
+    if labels is not None:
+        title = f"# {card.name} on the labelled cells of {split} (test-time augmentation: {tta})"
+    else:
+        title = f"# {card.name} on split '{which}' of {Path(split).name} (test-time augmentation: {tta})"
+    texts = [title]
+    if skipped:
+        report["skipped"] = [{"path": path, "reason": why} for path, why in skipped]
+        texts.append(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {w}" for p, w in skipped[:10]))
     outp = Path(out) if out else None
     if outp:
         outp.mkdir(parents=True, exist_ok=True)
@@ -128,6 +196,14 @@ def run_evaluation(
     all_exact = [i for i, r in enumerate(kept) if "|" not in r["classes"]]
     probs = np.array([preds[i].probabilities for i in all_exact])
     yi = np.array([CLASSES.index(kept[i]["classes"]) for i in all_exact])
+    if labels is not None and any(kept[i]["patient_id"] for i in all_exact):
+        with_case = [i for i in all_exact if kept[i]["patient_id"]]
+        report["differential_agreement"] = agree = differential_agreement(
+            [kept[i]["patient_id"] for i in with_case],
+            [kept[i]["classes"] for i in with_case],
+            [pred_cls[i] for i in with_case],
+        )
+        texts.append(format_agreement(agree))
     report["calibration"] = _ece(probs, yi)
     texts.append(f"\nexpected calibration error (15 bins, all exact labels): {report['calibration']['ece']:.4f}")
     for ds in sorted({r["dataset"] for r in kept}):

@@ -250,6 +250,11 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
         return label
 
+    def _cell_event(sess: LoginSession, case_id: int, cell_id: int, action: str, before: str, after: str):
+        return AuditEvent(
+            username=sess.user.username, case_id=case_id, cell_id=cell_id, action=action, before=before, after=after
+        )
+
     def _open_cell(s: Session, cell_id: int, what: str) -> Cell:
         """The cell, if it exists and its case is not signed out (else 404 / 409: ``what`` is closed)."""
         cell = s.get(Cell, cell_id)
@@ -278,16 +283,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             if res.rowcount != 1:
                 s.rollback()
                 raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
-            s.add(
-                AuditEvent(
-                    username=sess.user.username,
-                    case_id=cell.case_id,
-                    cell_id=cell.id,
-                    action="relabel",
-                    before=before,
-                    after=label,
-                )
-            )
+            s.add(_cell_event(sess, cell.case_id, cell.id, "relabel", before, label))
             s.commit()
         return {"cell": {"id": cell_id, "label": label, "version": new_version}, **_case_state(s, cell.case_id)}
 
@@ -334,16 +330,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             )
             s.add(new)
             s.flush()
-            s.add(
-                AuditEvent(
-                    username=sess.user.username,
-                    case_id=cell.case_id,
-                    cell_id=new.id,
-                    action="add_cell",
-                    before=cell.path,
-                    after=label,
-                )
-            )
+            s.add(_cell_event(sess, cell.case_id, new.id, "add_cell", cell.path, label))
             s.commit()
             new_id = new.id
         return {"cell": {"id": new_id, "label": label, "version": 1}, **_case_state(s, cell.case_id)}
