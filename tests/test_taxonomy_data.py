@@ -35,12 +35,15 @@ def test_folder_tree_and_csv(tmp_path, rgb_png):
     assert [(r.classes, r.patient_id) for r in recs] == [(("blast",), "P1"), (("lymphocyte",), None)]
     (tmp_path / "Lymphs").mkdir()
     rgb_png("Lymphs/c.png")
-    with pytest.raises(LabelMappingError):
+    with pytest.raises(LabelMappingError, match=r"Lymphs \(class folder\): label 'Lymphs' is not a taxonomy class"):
         load_folder_tree(tmp_path)
     m = tmp_path / "m.csv"
     m.write_text("path,label,patient_id\nblast/P1/a.png,blast,P1\n")
     (r,) = load_csv_manifest(m)
     assert r.path == str(tmp_path / "blast/P1/a.png") and r.patient_id == "P1"
+    m.write_text("path,label\nblast/P1/a.png,blast\nblast/P1/a.png,Lympho\n")
+    with pytest.raises(LabelMappingError, match="m.csv, line 3: label 'Lympho'.*use one of segmented_neutrophil"):
+        load_csv_manifest(m)
     m.write_text("file,class\nx,y\n")
     with pytest.raises(DataError):
         load_csv_manifest(m)

@@ -57,12 +57,20 @@ class DataError(LeukoMorphError):
 class LabelMappingError(DataError):
     """A data set label has no entry in the mapping table (never dropped silently)."""
 
-    def __init__(self, dataset: str, label: str) -> None:
+    def __init__(self, dataset: str, label: str, where: str = "") -> None:
         super().__init__(dataset, label)
         self.dataset = dataset
         self.label = label
+        self.where = where  # a user's folder or CSV line, where the label was read
 
     def __str__(self) -> str:
+        if self.where:
+            from .taxonomy import CLASSES
+
+            return (
+                f"{self.where}: label {self.label!r} is not a taxonomy class; use one of {', '.join(CLASSES)}, "
+                "or 'a|b' for a cell known to be one of several (docs/taxonomy.md)"
+            )
         return f"{self.dataset}: label {self.label!r} has no mapping in leukomorph.taxonomy"
 
 

@@ -138,13 +138,14 @@ def load_seg_wbc(root: str | os.PathLike[str] | None = None, domain: str | None 
     return out
 
 
-def _user_label(dataset: str, label: str) -> tuple[str, ...]:
+def _user_label(dataset: str, label: str, where: str = "") -> tuple[str, ...]:
     """A taxonomy class, or a partial label "a|b" (one of these classes, e.g. a neutrophil whose
-    segmentation was not judged: ``segmented_neutrophil|band_neutrophil``)."""
+    segmentation was not judged: ``segmented_neutrophil|band_neutrophil``). ``where`` (the folder or
+    the CSV row) is named in the error, with the labels that are accepted."""
     parts = tuple(p.strip() for p in label.split("|"))
     for p in parts:
         if p not in CLASSES:
-            raise LabelMappingError(dataset, label)
+            raise LabelMappingError(dataset, label, where)
     return parts
 
 
@@ -158,7 +159,7 @@ def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> lis
         raise DataError(f"{base}: not a folder")
     out = []
     for cls_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        classes = _user_label(dataset, cls_dir.name)
+        classes = _user_label(dataset, cls_dir.name, f"{cls_dir} (class folder)")
         for path in sorted(cls_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 rel = path.relative_to(cls_dir)
@@ -176,14 +177,14 @@ def load_csv_manifest(path: str | os.PathLike[str], dataset: str = "user") -> li
     if rows and not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{manifest}: needs columns 'path' and 'label'")
     out = []
-    for row in rows:
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
         p = Path(row["path"])
         if not p.is_absolute():
             p = manifest.parent / p
         out.append(
             LabelledImage(
                 str(p),
-                _user_label(dataset, row["label"].strip()),
+                _user_label(dataset, row["label"].strip(), f"{manifest}, line {n}"),
                 dataset,
                 row["label"],
                 (row.get("patient_id") or "").strip() or None,
