@@ -247,6 +247,28 @@ def test_a_reviewer_adds_the_second_cell_of_a_box_that_holds_two(store, tmp_path
     assert r.status_code == 409  # signed: closed
 
 
+def test_signed_report_carries_the_hematologists_interpretive_comment(store):
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    assert 'name="comment"' in page
+    queue = page.split('id="queue"')[1].split("<h2>")[0]
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
+        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    too_long = {"csrf": csrf, "comment": "x" * 2001}
+    assert c.post(f"/cases/{case_id}/signout", data=too_long, follow_redirects=False).status_code == 422
+    comment = "Normal morphology. <b>No</b> blasts seen.\nRepeat if clinically indicated."
+    r = c.post(f"/cases/{case_id}/signout", data={"csrf": csrf, "comment": comment}, follow_redirects=False)
+    assert r.status_code == 303
+    html = c.get(f"/cases/{case_id}/reports/1").text
+    assert "Interpretive comment" in html and "Repeat if clinically indicated." in html
+    assert "&lt;b&gt;No&lt;/b&gt;" in html and "<b>No</b>" not in html  # escaped, as every user text
+    with factory() as s:
+        rec = s.query(SignedReport).one()
+        assert "Repeat if clinically indicated." in rec.html and rec.pdf.startswith(b"%PDF")
+
+
 def test_schema_is_under_alembic(tmp_path):
     from sqlalchemy import text
 

@@ -43,6 +43,8 @@ CAN_RELABEL = ("technologist", "hematologist", "admin")
 CAN_SIGN = ("hematologist", "admin")
 #: longest accepted reason for re-opening a signed case (characters)
 MAX_REASON = 500
+#: longest accepted interpretive comment of a signed report (characters)
+MAX_COMMENT = 2000
 #: keyboard shortcuts in the case view (one key per class; x: not a countable cell)
 KEYS = {**dict(zip("1234567890qwertyu", CLASSES, strict=False)), "x": ARTEFACT}
 
@@ -228,6 +230,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             reports=list(reports),
             results=c.results,
             max_reason=MAX_REASON,
+            max_comment=MAX_COMMENT,
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -340,10 +343,16 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         case_id: int,
         request: Request,
         csrf: str = Form(""),
+        comment: str = Form(""),
         sess: LoginSession = Depends(current),
         s: Session = Depends(db),
     ):
+        """Sign the case out: an immutable report (HTML and PDF) of the reviewed differential, with the
+        hematologist's interpretive comment (optional, up to MAX_COMMENT characters)."""
         csrf_ok(request, sess, csrf)
+        comment = comment.strip()
+        if len(comment) > MAX_COMMENT:
+            raise HTTPException(status_code=422, detail=f"the comment is longer than {MAX_COMMENT} characters")
         if sess.user.role not in CAN_SIGN:
             raise HTTPException(status_code=403, detail="only a hematologist can sign out")
         c = _case(s, case_id)
@@ -372,6 +381,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             corrections=corrections,
             results=c.results,
             amends=reopened,
+            comment=comment,
         )
         html = env.get_template("signed.html.j2").render(**ctx)
         pdf = signed_pdf(ctx)
