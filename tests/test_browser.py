@@ -90,6 +90,14 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
             page.wait_for_timeout(100)
         assert int(page.inner_text("#wbc")) == wbc_before + 1
         page.wait_for_selector(".cell.focus")
+        # 'f' then '1': Auer rods on the focused cell, counted in the case's findings
+        page.keyboard.press("f")
+        page.keyboard.press("1")
+        for _ in range(50):
+            if "Auer rods (1 cell)" in page.inner_text("#findings"):
+                break
+            page.wait_for_timeout(100)
+        assert "Auer rods (1 cell)" in page.inner_text("#findings")
         # confirm every flagged cell with Enter (the queue comes first, focus advances after each)
         todo = int(page.inner_text("#todo"))
         for _ in range(todo + 1):
@@ -107,4 +115,5 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
         page.click("text=Audit log")
         text = page.inner_text("table")
         assert "relabel" in text and "signed_out" in text and "blast" in text and "add_cell" in text
+        assert "finding" in text and "auer_rods" in text
         browser.close()

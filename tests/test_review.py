@@ -269,12 +269,42 @@ def test_signed_report_carries_the_hematologists_interpretive_comment(store):
         assert "Repeat if clinically indicated." in rec.html and rec.pdf.startswith(b"%PDF")
 
 
+def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(store):
+    url, data, case_id, factory = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    h = {"X-CSRF-Token": csrf}
+    page = c.get(f"/cases/{case_id}").text
+    assert "Auer rods" in page and 'Findings recorded: <span id="findings">none' in page
+    a, b = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})[:2]
+    assert c.post(f"/api/cells/{a}/finding", json={"finding": "auer_rods"}).status_code == 403  # CSRF
+    assert c.post(f"/api/cells/{a}/finding", json={"finding": "halo"}, headers=h).status_code == 422
+    r = c.post(f"/api/cells/{a}/finding", json={"finding": "auer_rods"}, headers=h)
+    assert r.status_code == 200 and r.json()["cell"]["findings"] == ["auer_rods"]
+    r = c.post(f"/api/cells/{a}/finding", json={"finding": "faggot_cell"}, headers=h)
+    assert r.json()["cell"]["findings"] == ["auer_rods", "faggot_cell"]
+    c.post(f"/api/cells/{b}/finding", json={"finding": "auer_rods"}, headers=h)
+    r = c.post(f"/api/cells/{a}/finding", json={"finding": "faggot_cell", "present": False}, headers=h)
+    assert r.json()["cell"]["findings"] == ["auer_rods"]
+    assert r.json()["findings"] == [{"finding": "auer_rods", "name": "Auer rods", "cells": 2}]
+    with factory() as s:
+        actions = [e.after for e in s.query(AuditEvent).filter(AuditEvent.action == "finding", AuditEvent.cell_id == a)]
+        assert actions == ["auer_rods", "auer_rods|faggot_cell", "auer_rods"]
+    queue = c.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
+        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers=h)
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    html = c.get(f"/cases/{case_id}/reports/1").text
+    assert "Morphological findings recorded by the reviewer: Auer rods in 2 cells." in html
+    assert c.post(f"/api/cells/{a}/finding", json={"finding": "dysplasia"}, headers=h).status_code == 409
+
+
 def test_schema_is_under_alembic(tmp_path):
     from sqlalchemy import text
 
     engine, _ = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
     make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")  # re-opening an up-to-date store is a no-op
 
 
@@ -308,7 +338,7 @@ def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
         )
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
         row = c.execute(text("select html, sha256, pdf, pdf_sha256 from signed_reports")).one()
     assert tuple(row) == ("<p>v1</p>", "abc", None, None)
     with factory() as s:
@@ -357,7 +387,7 @@ def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkey
     assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
     with factory() as s:
         case = import_results(s, tmp_path / "out", tmp_path / "store")
         assert len(case.cells) == 31

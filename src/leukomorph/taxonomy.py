@@ -18,6 +18,7 @@ __all__ = [
     "BLAST_EQUIVALENT",
     "CLASSES",
     "DATASET_MAPS",
+    "FINDINGS",
     "LINEAGE",
     "NON_WBC",
     "PBC_GROUP",
@@ -82,6 +83,16 @@ ARTEFACT = "artefact"
 
 #: The labels a reviewer may give: every class, and :data:`ARTEFACT`.
 REVIEW_LABELS: tuple[str, ...] = (*CLASSES, ARTEFACT)
+
+#: Morphological findings a reviewer may record on a cell (review workstation), and how the report
+#: names them: the features the APL suggestion asks to look for, and dysplasia.
+FINDINGS: Mapping[str, str] = {
+    "auer_rods": "Auer rods",
+    "faggot_cell": "faggot cell (bundled Auer rods)",
+    "bilobed_nucleus": "bilobed (butterfly) nucleus",
+    "hypergranular": "hypergranular cytoplasm",
+    "dysplasia": "dysplastic features",
+}
 
 #: The "prediction" of a cell a reviewer added (a second cell in a crop or detection box that holds
 #: two overlapping cells): it has a label but no model output, and is never exported for training.

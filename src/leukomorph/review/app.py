@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..aggregate.differential import differential_from_counts as core_differential
-from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, REVIEW_LABELS
+from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, FINDINGS, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .pdf import signed_pdf
 from .store import check_password, image_dir
@@ -47,6 +47,8 @@ MAX_REASON = 500
 MAX_COMMENT = 2000
 #: keyboard shortcuts in the case view (one key per class; x: not a countable cell)
 KEYS = {**dict(zip("1234567890qwertyu", CLASSES, strict=False)), "x": ARTEFACT}
+#: after "f", one key per morphological finding (toggles it on the focused cell)
+FINDING_KEYS = dict(zip("12345", FINDINGS, strict=False))
 
 
 def _sha(s: str) -> str:
@@ -55,6 +57,21 @@ def _sha(s: str) -> str:
 
 class LabelIn(BaseModel):
     label: str = Field(max_length=40)
+
+
+class FindingIn(BaseModel):
+    finding: str = Field(max_length=40)
+    present: bool = True
+
+
+def findings_summary(cells: list[Cell]) -> list[dict]:
+    """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out)."""
+    n = defaultdict(int)
+    for c in cells:
+        if c.current != ARTEFACT:
+            for f in c.finding_list:
+                n[f] += 1
+    return [{"finding": k, "name": FINDINGS[k], "cells": n[k]} for k in FINDINGS if n[k]]
 
 
 def _cell(text: str) -> str:
@@ -231,6 +248,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             results=c.results,
             max_reason=MAX_REASON,
             max_comment=MAX_COMMENT,
+            finding_keys={k: FINDINGS[v] for k, v in FINDING_KEYS.items()},
+            finding_codes=FINDING_KEYS,
+            findings=findings_summary(cells),
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -243,14 +263,14 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             raise HTTPException(status_code=404, detail="image missing from the store")
         return FileResponse(path)
 
-    def _may_edit(request: Request, sess: LoginSession, label: str, allowed, what: str) -> str:
+    def _may_edit(request: Request, sess: LoginSession, label: str, allowed, what: str, kind: str = "class") -> str:
         """The label, once the request carries its CSRF token, the user's role may ``what`` and the
         label is one of ``allowed``."""
         csrf_ok(request, sess)
         if sess.user.role not in CAN_RELABEL:
             raise HTTPException(status_code=403, detail=f"your role cannot {what}")
         if label not in allowed:
-            raise HTTPException(status_code=422, detail=f"unknown class {label[:40]!r}")
+            raise HTTPException(status_code=422, detail=f"unknown {kind} {label[:40]!r}")
         return label
 
     def _cell_event(sess: LoginSession, case_id: int, cell_id: int, action: str, before: str, after: str):
@@ -302,6 +322,30 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             .where(Cell.case_id == case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
         )
         return {"differential": differential_from_counts(counts), "unreviewed_flagged": todo}
+
+    @app.post("/api/cells/{cell_id}/finding")
+    def finding(
+        cell_id: int, body: FindingIn, request: Request, sess: LoginSession = Depends(current), s: Session = Depends(db)
+    ):
+        """Record (``present``) or withdraw a morphological finding on a cell; audited as ``finding``."""
+        name = _may_edit(request, sess, body.finding, tuple(FINDINGS), "record findings", "finding")
+        with write_lock:
+            cell = _open_cell(s, cell_id, "recording findings")
+            before = cell.findings or ""
+            now_on = [f for f in FINDINGS if (f in cell.finding_list and f != name) or (f == name and body.present)]
+            after = "|".join(now_on)
+            res = s.execute(
+                update(Cell)
+                .where(Cell.id == cell.id, Cell.version == cell.version)
+                .values(findings=after, version=cell.version + 1)
+            )
+            if res.rowcount != 1:
+                s.rollback()
+                raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
+            s.add(_cell_event(sess, cell.case_id, cell.id, "finding", before, after))
+            s.commit()
+            case_cells = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id)))
+        return {"cell": {"id": cell_id, "findings": now_on}, "findings": findings_summary(case_cells)}
 
     @app.post("/api/cells/{cell_id}/add")
     def add_cell(
@@ -382,6 +426,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             results=c.results,
             amends=reopened,
             comment=comment,
+            findings=findings_summary(list(c.cells)),
         )
         html = env.get_template("signed.html.j2").render(**ctx)
         pdf = signed_pdf(ctx)

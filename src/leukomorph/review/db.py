@@ -83,7 +83,13 @@ class Cell(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+    #: morphological findings the reviewer recorded (keys of leukomorph.taxonomy.FINDINGS, "|"-joined)
+    findings: Mapped[str] = mapped_column(String(200), default="", server_default="")
     case: Mapped[Case] = relationship(back_populates="cells")
+
+    @property
+    def finding_list(self) -> list[str]:
+        return [f for f in (self.findings or "").split("|") if f]
 
     @property
     def current(self) -> str:

@@ -53,6 +53,9 @@ def _lines(ctx: dict[str, Any]) -> list[tuple[str, str]]:
             ci = f"{v['ci95'][0]}–{'∞' if v['ci95'][1] is None else v['ci95'][1]}"
             unit = "per 100 white cells" if name in NON_WBC else "% of white cells"
             out.append(("mono", f"{name.replace('_', ' '):<24}{v['count']:>6}{v['percent']:>9}   {ci:<14}{unit}"))
+    if ctx.get("findings"):
+        found = "; ".join(f"{f['name']} in {f['cells']} cell{'s' if f['cells'] != 1 else ''}" for f in ctx["findings"])
+        out += [("text", s) for s in textwrap.wrap(f"Morphological findings recorded by the reviewer: {found}.", WRAP)]
     if ctx.get("comment"):
         out.append(("head", "Interpretive comment"))
         for para in ctx["comment"].splitlines():
