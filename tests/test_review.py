@@ -269,7 +269,7 @@ def test_signed_report_carries_the_hematologists_interpretive_comment(store):
         assert "Repeat if clinically indicated." in rec.html and rec.pdf.startswith(b"%PDF")
 
 
-def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(store):
+def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(store, tmp_path):
     url, data, case_id, factory = store
     c = TestClient(create_app(url, data))
     csrf = _login(c)
@@ -291,11 +291,22 @@ def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(st
         actions = [e.after for e in s.query(AuditEvent).filter(AuditEvent.action == "finding", AuditEvent.cell_id == a)]
         assert actions == ["auer_rods", "auer_rods|faggot_cell", "auer_rods"]
     queue = c.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
-    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)} - {a}:
         c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers=h)
+    c.post(f"/api/cells/{a}/label", json={"label": "promyelocyte"}, headers=h)
     assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     html = c.get(f"/cases/{case_id}/reports/1").text
     assert "Morphological findings recorded by the reviewer: Auer rods in 2 cells." in html
+    from leukomorph.review.store import export_labels
+
+    with factory() as s:
+        export_labels(s, data, tmp_path / "m.csv")
+    rows = {r["path"]: r for r in csv.DictReader((tmp_path / "m.csv").open())}
+    with factory() as s:
+        from leukomorph.review.db import Cell
+
+        path_a = str((data / "images" / s.get(Cell, a).image_file).resolve())
+    assert rows[path_a]["label"] == "promyelocyte" and rows[path_a]["findings"] == "auer_rods"
     assert c.post(f"/api/cells/{a}/finding", json={"finding": "dysplasia"}, headers=h).status_code == 409
 
 

@@ -167,7 +167,8 @@ def batch_cases(root: str | os.PathLike[str]) -> list[tuple[str, Path | None, st
 def export_labels(
     db: Session, data_dir: str | os.PathLike[str], out: str | os.PathLike[str], signed_only: bool = True
 ) -> int:
-    """Write reviewed cells as a training manifest (``path,label,patient_id,case,predicted,reviewed_by``).
+    """Write reviewed cells as a training manifest (``path,label,patient_id,case,predicted,reviewed_by,findings``;
+    ``findings``: the morphological findings recorded on the cell, "|"-joined).
 
     ``path`` is the stored image (absolute), ``patient_id`` the case name, so that
     ``leukomorph train-classifier --datasets manifest.csv`` keeps each case on one side of a split.
@@ -192,10 +193,18 @@ def export_labels(
     n = 0
     with outp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", "patient_id", "case", "predicted", "reviewed_by"])
+        w.writerow(["path", "label", "patient_id", "case", "predicted", "reviewed_by", "findings"])
         for cell, case in db.execute(q.order_by(Cell.id)):
             w.writerow(
-                [str(images / cell.image_file), cell.label, case.name, case.name, cell.predicted, cell.reviewed_by]
+                [
+                    str(images / cell.image_file),
+                    cell.label,
+                    case.name,
+                    case.name,
+                    cell.predicted,
+                    cell.reviewed_by,
+                    cell.findings or "",
+                ]
             )
             n += 1
     return n
