@@ -310,6 +310,24 @@ def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(st
     assert c.post(f"/api/cells/{a}/finding", json={"finding": "dysplasia"}, headers=h).status_code == 409
 
 
+def test_the_rules_rerun_on_the_reviewed_labels(store):
+    """The case view shows the analysis's suggestion and, beside it, the same rules on the current
+    (reviewed) labels, updated with every relabel: here a reviewer calls a third of the cells blasts."""
+    url, data, case_id, _ = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c)
+    page = c.get(f"/cases/{case_id}").text
+    assert "The same rules on the reviewed labels" in page
+    cids = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})
+    r = None
+    for cid in cids[:12]:
+        r = c.post(f"/api/cells/{cid}/label", json={"label": "blast"}, headers={"X-CSRF-Token": csrf})
+    after = r.json()["after_review"]
+    assert after["code"] == "acute_leukemia_suspected" and "blasts and blast equivalents" in after["text"], after
+    assert after["rules_version"]
+    assert "Acute leukemia suspected" in c.get(f"/cases/{case_id}").text  # and on the page
+
+
 def test_schema_is_under_alembic(tmp_path):
     from sqlalchemy import text
 

@@ -4,6 +4,7 @@ small derived properties."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,10 @@ class CellPrediction:
     #: pooled pre-head features (float32), only when requested from a model that exports them
     embedding: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
 
-    @property
+    @cached_property  # computed once: the rules and reports ask for it many times per cell
     def index(self) -> int:
-        return int(np.argmax(self.probabilities))
+        p = self.probabilities  # the first of equal maxima, as numpy's argmax (without its conversion)
+        return max(range(len(p)), key=p.__getitem__)
 
     @property
     def predicted_class(self) -> str:

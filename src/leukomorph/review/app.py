@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ..aggregate import RULES_VERSION, suggest
 from ..aggregate.differential import differential_from_counts as core_differential
+from ..records import CellPrediction
 from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, FINDINGS, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .pdf import signed_pdf
@@ -64,6 +66,20 @@ class FindingIn(BaseModel):
     present: bool = True
 
 
+def reviewed_suggestion(counts: dict[str, int], case_scores: dict | None) -> dict:
+    """The analysis's rules (defaults, :data:`~leukomorph.aggregate.RULES_VERSION`) applied to the
+    current classes (the reviewer's where given, else the model's; artefacts left out) and the
+    analysis's learned case scores, which review does not change."""
+    preds = []
+    for cls, n in counts.items():
+        if cls in CLASSES:  # one object per class, n times: the rules count cells and read classes
+            preds += [CellPrediction(cls, tuple(float(c == cls) for c in CLASSES), CLASSES)] * n
+    if not preds:
+        return {"code": "", "text": "no cells", "urgent": False, "rules_version": RULES_VERSION}
+    sug = suggest(core_differential(counts, CLASSES), preds, case_scores=case_scores)
+    return {"code": sug.code, "text": sug.text, "urgent": sug.urgent, "rules_version": RULES_VERSION}
+
+
 def findings_summary(cells: list[Cell]) -> list[dict]:
     """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out)."""
     n = defaultdict(int)
@@ -80,12 +96,16 @@ def _cell(text: str) -> str:
     return "'" + text if text and text[0] in "=+-@\t\r" else text
 
 
-def differential_of(cells: list[Cell]) -> dict:
-    """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
+def _counts(cells: list[Cell]) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for c in cells:
         counts[c.current] += 1
-    return differential_from_counts(counts)
+    return dict(counts)
+
+
+def differential_of(cells: list[Cell]) -> dict:
+    """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
+    return differential_from_counts(_counts(cells))
 
 
 def differential_from_counts(counts: dict[str, int]) -> dict:
@@ -251,6 +271,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             finding_keys={k: FINDINGS[v] for k, v in FINDING_KEYS.items()},
             finding_codes=FINDING_KEYS,
             findings=findings_summary(cells),
+            after_review=reviewed_suggestion(_counts(cells), (c.results or {}).get("case_scores")),
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -321,7 +342,18 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             .select_from(Cell)
             .where(Cell.case_id == case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
         )
-        return {"differential": differential_from_counts(counts), "unreviewed_flagged": todo}
+        return {
+            "differential": differential_from_counts(counts),
+            "unreviewed_flagged": todo,
+            "after_review": reviewed_suggestion(counts, _case_scores(s, case_id)),
+        }
+
+    scores_of: dict[int, dict | None] = {}  # case id -> its analysis's case scores (fixed at import)
+
+    def _case_scores(s: Session, case_id: int) -> dict | None:
+        if case_id not in scores_of:
+            scores_of[case_id] = (s.scalar(select(Case.results).where(Case.id == case_id)) or {}).get("case_scores")
+        return scores_of[case_id]
 
     @app.post("/api/cells/{cell_id}/finding")
     def finding(
