@@ -232,6 +232,7 @@ def test_a_reviewer_adds_the_second_cell_of_a_box_that_holds_two(store, tmp_path
     d3 = c.post(f"/api/cells/{new}/label", json={"label": "artefact"}, headers=h).json()["differential"]
     assert d3["wbc"] == d0["wbc"] + 1 and d3["excluded"] == 1
     assert c.get(f"/cells/{new}/image").status_code == 200
+    assert "added by tech" in c.get(f"/cases/{case_id}").text  # the tile says who added it, not "AI ..."
     with factory() as s:
         export_labels(s, data, tmp_path / "m.csv", signed_only=False)
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
