@@ -79,3 +79,22 @@ def test_all_shared_labels_map(shared_data):
     with open(shared_data / "deepapl" / "manifest.csv", newline="") as fh:
         labelled = sum(1 for row in csv.DictReader(fh) if row["cell_label"].strip())
     assert labelled == len(apl)  # nothing labelled was dropped
+
+
+def test_user_labels_in_cellavision_or_pbc_names_map_to_the_taxonomy(tmp_path, rgb_png):
+    (tmp_path / "Segmented neutrophils" / "P1").mkdir(parents=True)
+    rgb_png("Segmented neutrophils/P1/a.png")
+    (tmp_path / "Blast, no lineage spec").mkdir()
+    rgb_png("Blast, no lineage spec/b.png")
+    recs = load_folder_tree(tmp_path, names="cellavision")
+    assert [(r.classes, r.patient_id) for r in recs] == [(("blast",), None), (("segmented_neutrophil",), "P1")]
+    with pytest.raises(LabelMappingError):  # not taxonomy names
+        load_folder_tree(tmp_path)
+    m = tmp_path / "m.csv"
+    m.write_text("path,label\nx.png,neutrophil\n")
+    assert load_csv_manifest(m, names="pbc")[0].classes == ("segmented_neutrophil", "band_neutrophil")
+    m.write_text("path,label\nx.png,neutrophil\ny.png,Neutrophil\n")
+    with pytest.raises(LabelMappingError, match="m.csv, line 3: label 'Neutrophil' is not a pbc class name"):
+        load_csv_manifest(m, names="pbc")
+    with pytest.raises(DataError, match="unknown label vocabulary"):
+        load_csv_manifest(m, names="sysmex")

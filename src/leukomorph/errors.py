@@ -57,13 +57,17 @@ class DataError(LeukoMorphError):
 class LabelMappingError(DataError):
     """A data set label has no entry in the mapping table (never dropped silently)."""
 
-    def __init__(self, dataset: str, label: str, where: str = "") -> None:
+    def __init__(self, dataset: str, label: str, where: str = "", accepted: tuple[str, ...] = ()) -> None:
         super().__init__(dataset, label)
         self.dataset = dataset
         self.label = label
         self.where = where  # a user's folder or CSV line, where the label was read
+        self.accepted = accepted  # the names of the user's vocabulary, when it is not the taxonomy's
 
     def __str__(self) -> str:
+        if self.where and self.accepted:
+            names = ", ".join(repr(a) for a in self.accepted)
+            return f"{self.where}: label {self.label!r} is not a {self.dataset} class name; use one of {names}"
         if self.where:
             from .taxonomy import CLASSES
 

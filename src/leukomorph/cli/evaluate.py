@@ -7,7 +7,7 @@ from ..evaluation.runner import run_evaluation as _run
 __all__ = ["run_evaluation"]
 
 
-def run_evaluation(card, split, which, out, n_boot, tta=None, labels=None):
+def run_evaluation(card, split, which, out, n_boot, tta=None, labels=None, label_names="taxonomy"):
     from .main import _progress
 
     with _progress() as bar:
@@ -21,4 +21,5 @@ def run_evaluation(card, split, which, out, n_boot, tta=None, labels=None):
             progress=lambda d, t: bar.update(task, completed=d, total=t),
             tta=tta,
             labels=labels,
+            label_names=label_names,
         )

@@ -839,6 +839,13 @@ def evaluate(
         "(e.g. from export-labels) or a class-per-folder tree (a sub-folder is the case). With case ids it "
         "also gives the per-case differential agreement (bias, 95% limits of agreement).",
     ),
+    label_names: str = typer.Option(
+        "taxonomy",
+        "--label-names",
+        help="What the --labels names are: taxonomy (class names as in docs/taxonomy.md), cellavision "
+        "(CellaVision class names as in the DeepAPL export, e.g. 'Segmented neutrophils', 'Blast, no lineage "
+        "spec') or pbc (PBC's folder names).",
+    ),
 ) -> None:
     """Per-class precision/recall/F1, macro-F1, balanced accuracy with bootstrap CIs, per source; on
     the model's held-out split, or on your laboratory's labelled cells (--labels)."""
@@ -855,7 +862,7 @@ def evaluate(
     try:
         if labels is not None and split is not None:
             raise ConfigError("give --split or --labels, not both")
-        report, text = run_evaluation(card, split, which, out, n_boot, tta, labels)
+        report, text = run_evaluation(card, split, which, out, n_boot, tta, labels, label_names)
     except LeukoMorphError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc

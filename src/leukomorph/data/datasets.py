@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError, LabelMappingError
 from ..io.images import IMAGE_SUFFIXES, read_image
 from ..records import LabelledImage
-from ..taxonomy import CLASSES, map_label
+from ..taxonomy import CLASSES, DATASET_MAPS, map_label
 
 __all__ = [
     "data_root",
@@ -138,10 +138,23 @@ def load_seg_wbc(root: str | os.PathLike[str] | None = None, domain: str | None 
     return out
 
 
-def _user_label(dataset: str, label: str, where: str = "") -> tuple[str, ...]:
+#: label vocabularies a user's labels may be written in (``names``), and the mapping table of each
+LABEL_NAMES = {"taxonomy": None, "cellavision": "deepapl", "pbc": "pbc"}
+
+
+def _user_label(dataset: str, label: str, where: str = "", names: str = "taxonomy") -> tuple[str, ...]:
     """A taxonomy class, or a partial label "a|b" (one of these classes, e.g. a neutrophil whose
-    segmentation was not judged: ``segmented_neutrophil|band_neutrophil``). ``where`` (the folder or
-    the CSV row) is named in the error, with the labels that are accepted."""
+    segmentation was not judged: ``segmented_neutrophil|band_neutrophil``); with ``names`` =
+    "cellavision" or "pbc", a class name of that vocabulary (CellaVision's, as in the DeepAPL
+    export, or PBC's folder names), mapped by its table in :mod:`leukomorph.taxonomy`. ``where``
+    (the folder or the CSV row) is named in the error, with the labels that are accepted."""
+    if names not in LABEL_NAMES:
+        raise DataError(f"unknown label vocabulary {names!r}; use one of {', '.join(LABEL_NAMES)}")
+    if (table := LABEL_NAMES[names]) is not None:
+        try:
+            return map_label(table, label)
+        except LabelMappingError:
+            raise LabelMappingError(names, label, where, tuple(DATASET_MAPS[table])) from None
     parts = tuple(p.strip() for p in label.split("|"))
     for p in parts:
         if p not in CLASSES:
@@ -149,7 +162,9 @@ def _user_label(dataset: str, label: str, where: str = "") -> tuple[str, ...]:
     return parts
 
 
-def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> list[LabelledImage]:
+def load_folder_tree(
+    root: str | os.PathLike[str], dataset: str = "user", names: str = "taxonomy"
+) -> list[LabelledImage]:
     """A class-per-folder tree ``root/<class>/**/<image>``; folder names must be taxonomy classes.
 
     A sub-folder below the class folder is taken as the patient id (``root/<class>/<patient>/x.png``).
@@ -159,7 +174,7 @@ def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> lis
         raise DataError(f"{base}: not a folder")
     out = []
     for cls_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        classes = _user_label(dataset, cls_dir.name, f"{cls_dir} (class folder)")
+        classes = _user_label(dataset, cls_dir.name, f"{cls_dir} (class folder)", names)
         for path in sorted(cls_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 rel = path.relative_to(cls_dir)
@@ -170,7 +185,9 @@ def load_folder_tree(root: str | os.PathLike[str], dataset: str = "user") -> lis
     return out
 
 
-def load_csv_manifest(path: str | os.PathLike[str], dataset: str = "user") -> list[LabelledImage]:
+def load_csv_manifest(
+    path: str | os.PathLike[str], dataset: str = "user", names: str = "taxonomy"
+) -> list[LabelledImage]:
     """A CSV with columns ``path,label`` and optional ``patient_id``; paths relative to the CSV."""
     manifest = Path(path)
     rows = _read_csv(manifest)
@@ -184,7 +201,7 @@ def load_csv_manifest(path: str | os.PathLike[str], dataset: str = "user") -> li
         out.append(
             LabelledImage(
                 str(p),
-                _user_label(dataset, row["label"].strip(), f"{manifest}, line {n}"),
+                _user_label(dataset, row["label"].strip(), f"{manifest}, line {n}", names),
                 dataset,
                 row["label"],
                 (row.get("patient_id") or "").strip() or None,

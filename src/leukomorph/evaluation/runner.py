@@ -60,15 +60,16 @@ def split_rows(card: ModelCard, split: str | os.PathLike[str] | None, which: str
     return path, rows
 
 
-def labelled_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+def labelled_rows(path: str | os.PathLike[str], names: str = "taxonomy") -> list[dict[str, str]]:
     """A laboratory's labelled cells as evaluation rows: a class-per-folder tree
     (:func:`~leukomorph.data.load_folder_tree`, a sub-folder is the case) or a CSV manifest with
     ``path,label`` and optional ``patient_id`` (:func:`~leukomorph.data.load_csv_manifest`; what
-    ``leukomorph export-labels`` writes). Labels must be taxonomy classes (docs/taxonomy.md)."""
+    ``leukomorph export-labels`` writes). Labels are taxonomy classes (docs/taxonomy.md), or with
+    ``names`` "cellavision" / "pbc" that system's class names, mapped to the taxonomy."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
-    recs = load_folder_tree(p) if p.is_dir() else load_csv_manifest(p)
+    recs = load_folder_tree(p, names=names) if p.is_dir() else load_csv_manifest(p, names=names)
     return [
         {
             "path": str(Path(r.path).resolve()),
@@ -136,13 +137,14 @@ def run_evaluation(
     progress=None,
     tta: str | None = None,
     labels: str | os.PathLike[str] | None = None,
+    label_names: str = "taxonomy",
 ) -> tuple[dict, str]:
     """Metrics of ``card``'s model on the ``which`` rows of ``split`` (default: its own split), or,
     with ``labels``, on a laboratory's own labelled cells (:func:`labelled_rows`): unreadable images
     are then skipped and listed, and cells with case ids also give the per-case agreement of the
     differential (:func:`~leukomorph.evaluation.agreement.differential_agreement`)."""
     if labels is not None:
-        split, which, rows = Path(labels), "labels", labelled_rows(labels)
+        split, which, rows = Path(labels), "labels", labelled_rows(labels, label_names)
     else:
         split, rows = split_rows(card, split, which)
     model = load_classifier(card.card_path)
