@@ -61,6 +61,21 @@ def test_case_given_a_folder_and_no_paths_analyses_that_folder(sample_dir, tmp_p
     assert not (tmp_path / "o2").exists()
 
 
+def test_without_out_results_go_to_a_fresh_folder_named_after_the_case(sample_dir, tmp_path, monkeypatch):
+    """`leukomorph analyze --case <patient folder>`, exactly as written: no --out needed, and a second run
+    lands beside the first instead of on it."""
+    folder = tmp_path / "Patient_07"
+    _copy_sample(sample_dir, folder, n=12)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for expected in ("Patient_07", "Patient_07-2"):
+        r = runner.invoke(app, ["analyze", "--case", str(folder)])
+        assert r.exit_code == 0, r.output
+        res = json.loads((work / "leukomorph-results" / expected / "results.json").read_text())
+        assert res["case"] == "Patient_07" and f"leukomorph-results/{expected}" in r.output
+
+
 def test_bad_files_are_reported_and_the_rest_goes_on(sample_dir, tmp_path):
     case = tmp_path / "case"
     _copy_sample(sample_dir, case, n=22)

@@ -60,6 +60,20 @@ def _progress() -> Progress:
     )
 
 
+#: where `analyze` writes when no --out is given (relative to the current folder)
+DEFAULT_RESULTS = "leukomorph-results"
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or the first of ``path-2``, ``path-3``, ... that does not exist: a default output
+    folder never lands on earlier results."""
+    k, candidate = 1, path
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.name}-{k}")
+    return candidate
+
+
 def _check_tta_option(tta: str | None) -> None:
     from ..classify import check_tta
 
@@ -108,7 +122,13 @@ def analyze(
         help="Image files, folders or glob patterns of single-cell crops (may be left out when --case names the "
         "case's folder).",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per case with --per-folder)."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (one sub-folder per case with --per-folder). Default: leukomorph-results/<case> "
+        "(with --per-folder, leukomorph-results/<folder>) in the current folder, as <case>-2, -3, ... when taken.",
+    ),
     case: str = typer.Option(
         None,
         "--case",
@@ -222,6 +242,10 @@ def analyze(
         cfg = check_config(cfg)
         fixed_cell_zoom(cell_scale, cfg.fields)
         cases = _cases(paths, per_folder, case, slides)
+        if out is None:
+            stem = Path(paths[0]).resolve().name if per_folder else (cases[0][0] if cases else "case")
+            out = _unused(Path(DEFAULT_RESULTS) / stem)
+            console.print(f"no --out given: writing to {out}")
         outs = {name: (out / name if per_folder else out) for name, _ in cases}
         for o in outs.values():
             prepare_output_dir(o, overwrite)  # refuse early, before any work
