@@ -48,6 +48,22 @@ def _login(client, user="hema", pw=PW):
     return page.split('name="csrf" value="')[1].split('"')[0]
 
 
+def _open_case(store, user: str = "hema"):
+    """A logged-in client on the store's case: (client, CSRF token, its header, the case's cell ids)."""
+    url, data, case_id, _ = store
+    c = TestClient(create_app(url, data))
+    csrf = _login(c, user)
+    page = c.get(f"/cases/{case_id}").text
+    return c, csrf, {"X-CSRF-Token": csrf}, sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})
+
+
+def _review_queue(c, case_id: int, csrf: str, label: str = "lymphocyte", skip: set = frozenset()) -> None:
+    """Label every cell of the case's review queue (except ``skip``), so that it can be signed out."""
+    queue = c.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
+    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)} - set(skip):
+        c.post(f"/api/cells/{cid}/label", json={"label": label}, headers={"X-CSRF-Token": csrf})
+
+
 def test_import_is_content_addressed_and_refuses_duplicates(store, tmp_path):
     url, data, case_id, factory = store
     imgs = list((data / "images").rglob("*.webp"))
@@ -189,9 +205,7 @@ def test_a_detection_excluded_as_artefact_counts_nowhere_and_is_not_exported(sto
     assert "artefact" not in d1["classes"]
     page = c.get(f"/cases/{case_id}").text
     assert "1 excluded as artefacts" in page and "<h2>artefact (1)</h2>" in page
-    queue = page.split('id="queue"')[1].split("<h2>")[0]
-    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)} - {cids[0]}:
-        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    _review_queue(c, case_id, csrf, skip={cids[0]})
     assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     assert "1 detections excluded by the reviewer as artefacts" in c.get(f"/cases/{case_id}/reports/1").text
     with factory() as s:
@@ -239,9 +253,7 @@ def test_a_reviewer_adds_the_second_cell_of_a_box_that_holds_two(store, tmp_path
     assert all(r["predicted"] != "added_by_reviewer" for r in rows) and len(rows) == 1  # the monocyte
     c2 = TestClient(create_app(url, data))
     csrf2 = _login(c2)
-    queue = c2.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
-    for q in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
-        c2.post(f"/api/cells/{q}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf2})
+    _review_queue(c2, case_id, csrf2)
     assert c2.post(f"/cases/{case_id}/signout", data={"csrf": csrf2}, follow_redirects=False).status_code == 303
     assert "added by reviewer → blast" in c2.get(f"/cases/{case_id}/reports/1").text
     r = c2.post(f"/api/cells/{cid}/add", json={"label": "blast"}, headers={"X-CSRF-Token": csrf2})
@@ -254,9 +266,7 @@ def test_signed_report_carries_the_hematologists_interpretive_comment(store):
     csrf = _login(c)
     page = c.get(f"/cases/{case_id}").text
     assert 'name="comment"' in page
-    queue = page.split('id="queue"')[1].split("<h2>")[0]
-    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)}:
-        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers={"X-CSRF-Token": csrf})
+    _review_queue(c, case_id, csrf)
     too_long = {"csrf": csrf, "comment": "x" * 2001}
     assert c.post(f"/cases/{case_id}/signout", data=too_long, follow_redirects=False).status_code == 422
     comment = "Normal morphology. <b>No</b> blasts seen.\nRepeat if clinically indicated."
@@ -272,12 +282,9 @@ def test_signed_report_carries_the_hematologists_interpretive_comment(store):
 
 def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(store, tmp_path):
     url, data, case_id, factory = store
-    c = TestClient(create_app(url, data))
-    csrf = _login(c)
-    h = {"X-CSRF-Token": csrf}
+    c, csrf, h, (a, b, *_) = _open_case(store)
     page = c.get(f"/cases/{case_id}").text
     assert "Auer rods" in page and 'Findings recorded: <span id="findings">none' in page
-    a, b = sorted({int(x) for x in re.findall(r'data-id="(\d+)"', page)})[:2]
     assert c.post(f"/api/cells/{a}/finding", json={"finding": "auer_rods"}).status_code == 403  # CSRF
     assert c.post(f"/api/cells/{a}/finding", json={"finding": "halo"}, headers=h).status_code == 422
     r = c.post(f"/api/cells/{a}/finding", json={"finding": "auer_rods"}, headers=h)
@@ -291,9 +298,7 @@ def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(st
     with factory() as s:
         actions = [e.after for e in s.query(AuditEvent).filter(AuditEvent.action == "finding", AuditEvent.cell_id == a)]
         assert actions == ["auer_rods", "auer_rods|faggot_cell", "auer_rods"]
-    queue = c.get(f"/cases/{case_id}").text.split('id="queue"')[1].split("<h2>")[0]
-    for cid in {int(x) for x in re.findall(r'data-id="(\d+)"', queue)} - {a}:
-        c.post(f"/api/cells/{cid}/label", json={"label": "lymphocyte"}, headers=h)
+    _review_queue(c, case_id, csrf, skip={a})
     c.post(f"/api/cells/{a}/label", json={"label": "promyelocyte"}, headers=h)
     assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     html = c.get(f"/cases/{case_id}/reports/1").text
@@ -327,6 +332,32 @@ def test_the_rules_rerun_on_the_reviewed_labels(store):
     assert after["code"] == "acute_leukemia_suspected" and "blasts and blast equivalents" in after["text"], after
     assert after["rules_version"]
     assert "Acute leukemia suspected" in c.get(f"/cases/{case_id}").text  # and on the page
+
+
+def test_export_cases_puts_the_ai_beside_the_review_for_quality_monitoring(store, tmp_path):
+    _, data, case_id, _ = store
+    c, csrf, h, cids = _open_case(store)
+    for cid in cids[:12]:
+        c.post(f"/api/cells/{cid}/label", json={"label": "blast"}, headers=h)
+    c.post(f"/api/cells/{cids[12]}/label", json={"label": "artefact"}, headers=h)
+    c.post(f"/api/cells/{cids[13]}/add", json={"label": "lymphocyte"}, headers=h)
+    c.post(f"/api/cells/{cids[0]}/finding", json={"finding": "auer_rods"}, headers=h)
+    out = tmp_path / "cases.csv"
+    r = CliRunner().invoke(cli, ["export-cases", "--out", str(out), "--data-dir", str(data)])
+    assert r.exit_code == 0 and "0 cases" in r.output  # only signed cases by default
+    _review_queue(c, case_id, csrf, label="blast")
+    assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    r = CliRunner().invoke(cli, ["export-cases", "--out", str(out), "--data-dir", str(data)])
+    assert r.exit_code == 3 and "exists" in r.output  # never overwritten
+    out.unlink()
+    r = CliRunner().invoke(cli, ["export-cases", "--out", str(out), "--data-dir", str(data)])
+    assert r.exit_code == 0 and "1 cases" in r.output, r.output
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["case"] == "demo" and row["status"] == "signed" and row["signed_by"] == "hema"
+    assert row["ai_suggestion"] == "no_leukemic_pattern" and row["reviewed_suggestion"] == "acute_leukemia_suspected"
+    assert float(row["reviewed_blast_percent"]) > 20 > float(row["ai_blast_percent"])
+    assert row["added"] == "1" and row["excluded"] == "1" and int(row["relabelled"]) >= 12
+    assert row["findings"] == "Auer rods: 1"
 
 
 def test_schema_is_under_alembic(tmp_path):

@@ -503,19 +503,38 @@ def add_user_cmd(
     console.print(f"user {username!r} ({role}) added")
 
 
+_INCLUDE_OPEN = typer.Option(False, "--include-open", help="Also cases not yet signed out.")
+_DATA_DIR = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP)
+_DB_URL = typer.Option(None, "--db-url", help=_DB_HELP)
+
+
 @app.command("export-labels")
 def export_labels_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="New CSV manifest (path,label,patient_id,...)."),
-    include_open: bool = typer.Option(False, "--include-open", help="Also cases not yet signed out."),
-    data_dir: Path = typer.Option(None, "--data-dir", help=_DATA_DIR_HELP),
-    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    include_open: bool = _INCLUDE_OPEN,
+    data_dir: Path = _DATA_DIR,
+    db_url: str = _DB_URL,
 ) -> None:
     """Export reviewed cell labels as a training manifest for `train-classifier --datasets`."""
     from ..review.store import export_labels
 
     with _review_store(data_dir, db_url, error_exit=EXIT_EXISTS, must_exist=True) as (home, s):
-        n = export_labels(s, home, out, signed_only=not include_open)
-    console.print(f"{n} reviewed cells written to {out}")
+        console.print(f"{export_labels(s, home, out, signed_only=not include_open)} reviewed cells written to {out}")
+
+
+@app.command("export-cases")
+def export_cases_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="New CSV, one row per case."),
+    include_open: bool = _INCLUDE_OPEN,
+    data_dir: Path = _DATA_DIR,
+    db_url: str = _DB_URL,
+) -> None:
+    """Export one row per reviewed case for quality monitoring: the AI's suggestion and blast % before
+    review beside the reviewed ones, cells relabelled, added and excluded, findings, who signed."""
+    from ..review.store import export_cases
+
+    with _review_store(data_dir, db_url, error_exit=EXIT_EXISTS, must_exist=True) as (_, s):
+        console.print(f"{export_cases(s, out, signed_only=not include_open)} cases written to {out}")
 
 
 @app.command()

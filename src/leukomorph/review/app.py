@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 import re
 import secrets
 import threading
@@ -27,13 +26,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..aggregate import RULES_VERSION, suggest
-from ..aggregate.differential import differential_from_counts as core_differential
-from ..records import CellPrediction
 from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, FINDINGS, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
 from .pdf import signed_pdf
 from .store import check_password, image_dir
+from .summary import (
+    counts_of,
+    csv_safe,
+    differential_from_counts,
+    differential_of,
+    findings_summary,
+    reviewed_suggestion,
+)
 
 __all__ = ["create_app"]
 
@@ -64,68 +68,6 @@ class LabelIn(BaseModel):
 class FindingIn(BaseModel):
     finding: str = Field(max_length=40)
     present: bool = True
-
-
-def reviewed_suggestion(counts: dict[str, int], case_scores: dict | None) -> dict:
-    """The analysis's rules (defaults, :data:`~leukomorph.aggregate.RULES_VERSION`) applied to the
-    current classes (the reviewer's where given, else the model's; artefacts left out) and the
-    analysis's learned case scores, which review does not change."""
-    preds = []
-    for cls, n in counts.items():
-        if cls in CLASSES:  # one object per class, n times: the rules count cells and read classes
-            preds += [CellPrediction(cls, tuple(float(c == cls) for c in CLASSES), CLASSES)] * n
-    if not preds:
-        return {"code": "", "text": "no cells", "urgent": False, "rules_version": RULES_VERSION}
-    sug = suggest(core_differential(counts, CLASSES), preds, case_scores=case_scores)
-    return {"code": sug.code, "text": sug.text, "urgent": sug.urgent, "rules_version": RULES_VERSION}
-
-
-def findings_summary(cells: list[Cell]) -> list[dict]:
-    """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out)."""
-    n = defaultdict(int)
-    for c in cells:
-        if c.current != ARTEFACT:
-            for f in c.finding_list:
-                n[f] += 1
-    return [{"finding": k, "name": FINDINGS[k], "cells": n[k]} for k in FINDINGS if n[k]]
-
-
-def _cell(text: str) -> str:
-    """A CSV field a spreadsheet will not run as a formula (OWASP CSV injection): text that starts
-    with =, +, -, @, a tab or a carriage return gets a leading apostrophe."""
-    return "'" + text if text and text[0] in "=+-@\t\r" else text
-
-
-def _counts(cells: list[Cell]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for c in cells:
-        counts[c.current] += 1
-    return dict(counts)
-
-
-def differential_of(cells: list[Cell]) -> dict:
-    """Counts and % with 95% Wilson intervals from the current (reviewed or predicted) classes."""
-    return differential_from_counts(_counts(cells))
-
-
-def differential_from_counts(counts: dict[str, int]) -> dict:
-    """The analysis differential (:func:`leukomorph.aggregate.differential_from_counts`: % of white
-    cells, non-white cells per 100 white cells, 95% Wilson intervals) rounded for display; an
-    unbounded interval end is None."""
-    d = core_differential(counts, CLASSES)
-
-    def r(v: float) -> float | None:
-        return round(v, 1) if math.isfinite(v) else None
-
-    return {
-        "wbc": d.wbc_denominator,
-        "classes": {
-            c.name: {"count": c.count, "percent": r(c.percent), "ci95": [r(c.ci_low), r(c.ci_high)]} for c in d.counts
-        },
-        "blast_percent": r(d.blast_percent),
-        "blast_ci95": [r(v) for v in d.blast_ci],
-        "excluded": d.excluded,
-    }
 
 
 def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
@@ -271,7 +213,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             finding_keys={k: FINDINGS[v] for k, v in FINDING_KEYS.items()},
             finding_codes=FINDING_KEYS,
             findings=findings_summary(cells),
-            after_review=reviewed_suggestion(_counts(cells), (c.results or {}).get("case_scores")),
+            after_review=reviewed_suggestion(counts_of(cells), (c.results or {}).get("case_scores")),
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -540,7 +482,15 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         w.writerow(["id", "time_utc", "user", "action", "cell_id", "before", "after"])
         for e in s.scalars(select(AuditEvent).where(AuditEvent.case_id == c.id).order_by(AuditEvent.id)):
             w.writerow(
-                [e.id, e.ts.isoformat(), _cell(e.username), e.action, e.cell_id or "", _cell(e.before), _cell(e.after)]
+                [
+                    e.id,
+                    e.ts.isoformat(),
+                    csv_safe(e.username),
+                    e.action,
+                    e.cell_id or "",
+                    csv_safe(e.before),
+                    csv_safe(e.after),
+                ]
             )
         return Response(
             buf.getvalue(),

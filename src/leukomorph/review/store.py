@@ -17,7 +17,7 @@ from ..errors import ConfigError, DataError
 from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT
 from .db import ROLES, AuditEvent, Case, Cell, User
 
-__all__ = ["add_user", "check_password", "export_labels", "image_dir", "import_results"]
+__all__ = ["add_user", "check_password", "export_cases", "export_labels", "image_dir", "import_results"]
 
 _PH = PasswordHasher()
 
@@ -204,6 +204,91 @@ def export_labels(
                     cell.predicted,
                     cell.reviewed_by,
                     cell.findings or "",
+                ]
+            )
+            n += 1
+    return n
+
+
+#: the columns of :func:`export_cases`
+CASE_COLUMNS = (
+    "case",
+    "status",
+    "imported",
+    "report_version",
+    "signed_by",
+    "signed_at",
+    "cells",
+    "relabelled",
+    "added",
+    "excluded",
+    "ai_suggestion",
+    "ai_urgent",
+    "ai_blast_percent",
+    "apl_score",
+    "reviewed_blast_percent",
+    "reviewed_blast_ci95",
+    "reviewed_suggestion",
+    "reviewed_urgent",
+    "findings",
+)
+
+
+def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = True) -> int:
+    """One row per case (:data:`CASE_COLUMNS`) for the laboratory's quality monitoring of the AI:
+    its suggestion and blast percentage before review beside the reviewed ones (the same rules on
+    the reviewed labels), how many cells the reviewers relabelled, added or excluded, the findings
+    they recorded, and who signed the latest report. Text fields are CSV-injection safe. Returns
+    the number of rows; an existing file is refused."""
+    from .db import Case, SignedReport
+    from .summary import counts_of, csv_safe, differential_from_counts, findings_summary, reviewed_suggestion
+
+    outp = Path(out)
+    if outp.exists():
+        raise DataError(f"{outp}: exists; choose a new file (nothing is overwritten)")
+    q = select(Case).order_by(Case.id)
+    if signed_only:
+        q = q.where(Case.status == "signed")
+    n = 0
+    with outp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(CASE_COLUMNS)
+        for case in db.scalars(q):
+            cells = list(case.cells)
+            counts = counts_of(cells)
+            diff = differential_from_counts(counts)
+            res = case.results or {}
+            ai = res.get("suggestion") or {}
+            apl = ((res.get("case_scores") or {}).get("apl_vs_aml") or {}).get("probability")
+            after = reviewed_suggestion(counts, res.get("case_scores"))
+            rep = db.scalar(
+                select(SignedReport).where(SignedReport.case_id == case.id).order_by(SignedReport.version.desc())
+            )
+            added = sum(c.predicted == ADDED_BY_REVIEWER for c in cells)
+            relabelled = sum(
+                bool(c.label) and c.label != c.predicted and c.predicted != ADDED_BY_REVIEWER for c in cells
+            )
+            w.writerow(
+                [
+                    csv_safe(case.name),
+                    case.status,
+                    case.imported.isoformat() if case.imported else "",
+                    rep.version if rep else "",
+                    csv_safe(rep.signed_by) if rep else "",
+                    rep.ts.isoformat() if rep else "",
+                    len(cells),
+                    relabelled,
+                    added,
+                    counts.get(ARTEFACT, 0),
+                    ai.get("code", ""),
+                    ai.get("urgent", ""),
+                    res.get("blast_percent", ""),
+                    "" if apl is None else apl,
+                    diff["blast_percent"],
+                    "-".join(str(v) for v in diff["blast_ci95"]),
+                    after["code"],
+                    after["urgent"],
+                    "; ".join(f"{f['name']}: {f['cells']}" for f in findings_summary(cells)),
                 ]
             )
             n += 1
