@@ -302,3 +302,4 @@ def test_report_says_which_evidence_cells_have_a_saliency_map(tmp_path):
     assert len(evidence) > 2
     assert html.count('alt="saliency of') == 2
     assert "With each of the first 2 cells (the strongest evidence)" in html
+    assert "The cells of the classes the rule counted" in html  # not the APL model's attention here

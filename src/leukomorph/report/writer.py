@@ -719,8 +719,18 @@ def render_html(result, results: dict) -> str:
         }
         for s in result.suggestion.evidence
     ]
+    attended = (result.case_scores.get("apl_vs_aml") or {}).get("evidence_cells") or []
+    if evidence and list(result.suggestion.evidence) == list(attended)[: len(evidence)]:
+        evidence_note = (
+            "Chosen by the attention of the patient-level APL model: the cells its score rests on most. The class "
+            "under each is that cell's own prediction and may differ (fragile APL promyelocytes are often called "
+            "smudge cells)."
+        )
+    else:
+        evidence_note = "The cells of the classes the rule counted, the most confidently classified first."
     tpl = env.get_template("report.html.j2")
     return tpl.render(
+        evidence_note=evidence_note,
         r=results,
         res=result,
         chart=_chart(result) if preds else "",
