@@ -7,6 +7,8 @@ cells is 25% with a 95% Wilson interval of 17.6-34.3%, which does not exclude th
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .differential import wilson_interval
@@ -18,6 +20,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "cells_to_decide", "prob_above", "threshold_rep
 DEFAULT_THRESHOLDS = (10.0, 20.0)
 
 
+@lru_cache(maxsize=4096)  # seeded, so a pure function of its arguments; the review app asks again on each relabel
 def prob_above(k: int, n: int, threshold_pct: float, draws: int = 20000, seed: int = 0) -> float:
     """Posterior probability that the true proportion exceeds the threshold (Jeffreys Beta(k+½, n-k+½))."""
     if n <= 0:
