@@ -332,6 +332,8 @@ def test_the_rules_rerun_on_the_reviewed_labels(store):
     assert after["code"] == "acute_leukemia_suspected" and "blasts and blast equivalents" in after["text"], after
     assert after["rules_version"]
     assert "Acute leukemia suspected" in c.get(f"/cases/{case_id}").text  # and on the page
+    listing = c.get("/").text  # and in the case list, marked as changed by the review
+    assert "acute leukemia suspected <b>(changed)</b>" in listing and "no leukemic pattern" in listing
 
 
 def test_export_cases_puts_the_ai_beside_the_review_for_quality_monitoring(store, tmp_path):

@@ -170,14 +170,27 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def cases(sess: LoginSession = Depends(current), s: Session = Depends(db)):
         rows = []
+        current_class = func.coalesce(Cell.label, Cell.predicted)
+        counts: dict[int, dict[str, int]] = defaultdict(dict)  # every case's cells per current class, one query
+        for case_id, cls, k in s.execute(
+            select(Cell.case_id, current_class, func.count()).group_by(Cell.case_id, current_class)
+        ):
+            counts[case_id][cls] = k
         for c in s.scalars(select(Case).order_by(Case.imported.desc())):
-            n = s.scalar(select(func.count()).select_from(Cell).where(Cell.case_id == c.id))
             todo = s.scalar(
                 select(func.count())
                 .select_from(Cell)
                 .where(Cell.case_id == c.id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
             )
-            rows.append({"case": c, "n": n, "todo": todo, "suggestion": c.results.get("suggestion", {})})
+            rows.append(
+                {
+                    "case": c,
+                    "n": sum(counts[c.id].values()),
+                    "todo": todo,
+                    "suggestion": c.results.get("suggestion", {}),
+                    "after": reviewed_suggestion(counts[c.id], c.results.get("case_scores")),
+                }
+            )
         return render("cases.html.j2", rows=rows, user=sess.user, csrf=sess.csrf)
 
     def _case(s: Session, case_id: int) -> Case:
