@@ -346,7 +346,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             cell = _open_cell(s, cell_id, "adding cells")
             # a cell added to an added cell joins the original image (a path of its own may hold " +")
             base = cell.path.rsplit(" +", 1)[0] if cell.predicted == ADDED_BY_REVIEWER else cell.path
-            taken = set(s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.path.like(f"{base} +%"))))
+            taken = set(  # compared in Python: a path's own % _ or \ would be LIKE wildcards or escapes
+                s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.predicted == ADDED_BY_REVIEWER))
+            )
             k = next(i for i in range(1, len(taken) + 2) if f"{base} +{i}" not in taken)
             new = Cell(
                 case_id=cell.case_id,
