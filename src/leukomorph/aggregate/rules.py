@@ -46,7 +46,7 @@ from ..taxonomy import BLAST_EQUIVALENT
 from .counting import threshold_report
 from .differential import wilson_interval
 
-__all__ = ["RULES_VERSION", "RuleConfig", "lineage_hint", "suggest"]
+__all__ = ["RULES_VERSION", "RuleConfig", "cells_per_case_rows", "lineage_hint", "suggest"]
 
 RULES_VERSION = "1.4"
 
@@ -176,16 +176,25 @@ def lineage_hint(
     return out
 
 
+def cells_per_case_rows(validation: dict | None, n: int) -> tuple[dict, dict] | None:
+    """From a case score's validation (its card's ``metrics``), the cross-validated figures for a
+    case of ``n`` classified cells: (the ``cells_per_case`` row of the largest size up to ``n``, or
+    of the smallest size when ``n`` is below all of them; the row of all cells), or None when the
+    card has no such table."""
+    rows = ((validation or {}).get("cells_per_case") or {}).get("rows") or []
+    sized = sorted((r for r in rows if r.get("cells")), key=lambda r: r["cells"])
+    every = next((r for r in rows if r.get("cells") is None), None)
+    if not sized or every is None:
+        return None
+    return ([r for r in sized if r["cells"] <= n] or sized[:1])[-1], every
+
+
 def _few_cells_caution(n: int, cfg: RuleConfig, apl: dict) -> str:
     """The caution on a score-based APL flag from fewer than ``cfg.apl_score_few_cells`` cells,
     with the score card's cross-validated false-alarm rates by cells per case where it has them."""
     text = f" Caution: the score rests on {n} cells; on fewer than {cfg.apl_score_few_cells} it is less specific"
-    rows = ((apl.get("validation") or {}).get("cells_per_case") or {}).get("rows") or []
-    sized = sorted((r for r in rows if r.get("cells")), key=lambda r: r["cells"])
-    every = next((r for r in rows if r.get("cells") is None), None)
-    if sized and every is not None:
-        near = [r for r in sized if r["cells"] <= n] or sized[:1]
-        r = near[-1]
+    if (found := cells_per_case_rows(apl.get("validation"), n)) is not None:
+        r, every = found
         text += (
             f" (patient-level cross-validation of {apl.get('model')}: {r['aml_flagged']:.0%} of non-APL AML "
             f"patients scored at least {cfg.apl_score_threshold:g} on {r['cells']} of their cells, against "
@@ -277,6 +286,11 @@ def _first_rule(
         details["apl_score_few_cells"] = len(preds) < cfg.apl_score_few_cells
         if details["apl_score_few_cells"]:
             caution += _few_cells_caution(len(preds), cfg, apl)
+        # the case model's own evidence (MIL attention); else the cells called promyelocytes; else
+        # (a score without one such cell) the cells most likely to be promyelocytes: an urgent
+        # flag always shows the cells to review
+        attended = tuple(apl.get("evidence_cells", ()))[: cfg.n_evidence]
+        details["evidence_from_attention"] = bool(attended)
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: the patient-level APL pattern score is {apl_p:.2f} "
@@ -285,10 +299,7 @@ def _first_rule(
             "coagulation screen now." + caution,
             f"apl_vs_aml score >= {cfg.apl_score_threshold}",
             True,
-            # the case model's own evidence (MIL attention); else the cells called promyelocytes; else
-            # (a score without one such cell) the cells most likely to be promyelocytes: an urgent
-            # flag always shows the cells to review
-            tuple(apl.get("evidence_cells", ()))[: cfg.n_evidence]
+            attended
             or _evidence(preds, {"promyelocyte"}, cfg.n_evidence)
             or _most_likely(preds, "promyelocyte", cfg.n_evidence),
             details,

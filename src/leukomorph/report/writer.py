@@ -20,6 +20,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import jsonio
+from ..aggregate.rules import cells_per_case_rows
 from ..classify.core import needs_review
 from ..errors import OutputExistsError
 from ..qc import QualityGate
@@ -719,8 +720,7 @@ def render_html(result, results: dict) -> str:
         }
         for s in result.suggestion.evidence
     ]
-    attended = (result.case_scores.get("apl_vs_aml") or {}).get("evidence_cells") or []
-    if evidence and list(result.suggestion.evidence) == list(attended)[: len(evidence)]:
+    if result.suggestion.details.get("evidence_from_attention"):
         evidence_note = (
             "Chosen by the attention of the patient-level APL model: the cells its score rests on most. The class "
             "under each is that cell's own prediction and may differ (fragile APL promyelocytes are often called "
@@ -728,9 +728,17 @@ def render_html(result, results: dict) -> str:
         )
     else:
         evidence_note = "The cells of the classes the rule counted, the most confidently classified first."
+    # the cross-validated figures for a case of this many cells, beside each case score that has them
+    cells_rows = {
+        target: found
+        for target, sc in (result.case_scores or {}).items()
+        if sc.get("probability") is not None
+        and (found := cells_per_case_rows(sc.get("validation"), len(result.predictions))) is not None
+    }
     tpl = env.get_template("report.html.j2")
     return tpl.render(
         evidence_note=evidence_note,
+        cells_rows=cells_rows,
         r=results,
         res=result,
         chart=_chart(result) if preds else "",
