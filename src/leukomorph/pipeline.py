@@ -773,6 +773,13 @@ def run_case(
     step = SLIDE_CHUNK if config.slides else config.batch_size
     # fields and slides give batches of another size per field: hand ONNX Runtime's arena memory
     # back after each call, or it keeps blocks for every batch shape it has seen
+
+    def skip(source: str, why: str, sha: str = "", shape: tuple[int, int] | None = None) -> None:
+        """An input left out, with the reason: logged, listed as skipped, recorded as an input."""
+        log.warning("skipped %s: %s", source, why)
+        skipped.append(Skipped(source, why))
+        inputs.append(InputRecord(source, sha, f"error: {why}", (), shape))
+
     with ThreadPoolExecutor(max_workers=2) as pool, releasing_memory(config.fields):
         for start in range(0, total, step):
             chunk = paths[start : start + step]
@@ -782,14 +789,10 @@ def run_case(
                     continue
                 reg = regions.get(item.source)
                 if isinstance(item, Skipped):
-                    log.warning("skipped %s: %s", item.source, item.reason)
-                    skipped.append(item)
-                    inputs.append(InputRecord(item.source, "", f"error: {item.reason}"))
+                    skip(item.source, item.reason)
                 elif reg is None and item.sha256 in first_of:  # the same image twice would count its cells twice
                     why = f"identical to {first_of[item.sha256]} (same bytes): counted once"
-                    log.warning("skipped %s: %s", item.source, why)
-                    skipped.append(Skipped(item.source, why))
-                    inputs.append(InputRecord(item.source, item.sha256, f"error: {why}", (), item.shape))
+                    skip(item.source, why, item.sha256, item.shape)
                 elif config.fields:
                     if reg is None:
                         first_of[item.sha256] = item.source
@@ -858,9 +861,7 @@ def run_case(
                     if config.slides and config.max_white_cells and n_white >= config.max_white_cells:
                         stopped = f"reached {n_white} white cells (--max-cells {config.max_white_cells})"
                 elif blank := blank_reason(item.pixels):  # nothing to classify: skipped, as unreadable files are
-                    log.warning("skipped %s: %s", item.source, blank)
-                    skipped.append(Skipped(item.source, blank))
-                    inputs.append(InputRecord(item.source, item.sha256, f"error: {blank}", (), item.shape))
+                    skip(item.source, blank, item.sha256, item.shape)
                 else:
                     first_of[item.sha256] = item.source
                     crops.append(item.pixels)
