@@ -164,6 +164,14 @@ def batch_cases(root: str | os.PathLike[str]) -> list[tuple[str, Path | None, st
     ]
 
 
+def _new_file(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a Path, refused when it exists: an export never overwrites a file."""
+    outp = Path(out)
+    if outp.exists():
+        raise DataError(f"{outp}: exists; choose a new file (nothing is overwritten)")
+    return outp
+
+
 def export_labels(
     db: Session, data_dir: str | os.PathLike[str], out: str | os.PathLike[str], signed_only: bool = True
 ) -> int:
@@ -187,9 +195,7 @@ def export_labels(
     )
     if signed_only:
         q = q.where(Case.status == "signed")
-    outp = Path(out)
-    if outp.exists():
-        raise DataError(f"{outp}: exists; choose a new file (nothing is overwritten)")
+    outp = _new_file(out)
     n = 0
     with outp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -243,9 +249,7 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
     from .db import Case, SignedReport
     from .summary import counts_of, csv_safe, differential_from_counts, findings_summary, reviewed_suggestion
 
-    outp = Path(out)
-    if outp.exists():
-        raise DataError(f"{outp}: exists; choose a new file (nothing is overwritten)")
+    outp = _new_file(out)
     q = select(Case).order_by(Case.id)
     if signed_only:
         q = q.where(Case.status == "signed")
@@ -261,9 +265,11 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
             ai = res.get("suggestion") or {}
             apl = ((res.get("case_scores") or {}).get("apl_vs_aml") or {}).get("probability")
             after = reviewed_suggestion(counts, res.get("case_scores"))
-            rep = db.scalar(
-                select(SignedReport).where(SignedReport.case_id == case.id).order_by(SignedReport.version.desc())
-            )
+            rep = db.execute(  # the latest report's signer, not its HTML and PDF
+                select(SignedReport.version, SignedReport.signed_by, SignedReport.ts)
+                .where(SignedReport.case_id == case.id)
+                .order_by(SignedReport.version.desc())
+            ).first()
             added = sum(c.predicted == ADDED_BY_REVIEWER for c in cells)
             relabelled = sum(
                 bool(c.label) and c.label != c.predicted and c.predicted != ADDED_BY_REVIEWER for c in cells
