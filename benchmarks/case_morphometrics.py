@@ -19,7 +19,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
@@ -27,7 +26,7 @@ from leukomorph.data import data_root
 from leukomorph.io import read_image
 from leukomorph.models.registry import load_segmenter
 from leukomorph.segment import MORPHOMETRIC_COLUMNS, morphometrics
-from leukomorph.training.case_ensemble import _logit, ensemble_data, fit_members, member_scores
+from leukomorph.training.case_ensemble import ensemble_data, fit_members, member_scores, platt
 from leukomorph.training.case_model import _lr, cv_summary
 
 # every morphometric but the areas (pixels and µm²: they depend on the camera's scale)
@@ -121,8 +120,7 @@ def main() -> None:
     yt = y[it]
     print(f"\n{len(held)} held-out patients ({int(yt.sum())} APL), fitted without them, 0.5 after Platt scaling:")
     for name, oof, s in (("shipped design", oof_base, s_base), ("with morphometrics", oof_both, s_both)):
-        platt = LogisticRegression(C=1e6).fit(_logit(((oof_mil + oof) / 2).mean(0)).reshape(-1, 1), y)
-        p = platt.predict_proba(_logit((s_mil + s) / 2).reshape(-1, 1))[:, 1]
+        p = platt(y, ((oof_mil + oof) / 2).mean(0))((s_mil + s) / 2)
         print(
             f"- {name}: AUROC {roc_auc_score(yt, p):.3f}; APL flagged {int((p[yt == 1] >= 0.5).sum())}/{int(yt.sum())}"
             f" (lowest {p[yt == 1].min():.2f}), AML flagged {int((p[yt == 0] >= 0.5).sum())}/{int((yt == 0).sum())}"

@@ -32,6 +32,7 @@ __all__ = [
     "feature_index",
     "cell_contributions",
     "load_case_model",
+    "platt_scale",
     "save_case_model_params",
 ]
 
@@ -171,9 +172,7 @@ class EnsembleCaseModel:
 
     def calibrate(self, raw):
         """The ensemble's Platt scaling of raw (member-mean) scores: a float, or an array of them."""
-        m = np.clip(np.asarray(raw, float), 1e-6, 1 - 1e-6)
-        p = 1 / (1 + np.exp(-(self.platt_a * np.log(m / (1 - m)) + self.platt_b)))
-        return float(p) if p.ndim == 0 else p
+        return platt_scale(raw, self.platt_a, self.platt_b)
 
     def predict_interval(self, probs: np.ndarray, emb: np.ndarray, n_boot: int = 100, seed: int = 0):
         """95% interval over bootstrap resamples of the case's cells (counting noise only)."""
@@ -201,6 +200,14 @@ class EnsembleCaseModel:
                 "members": [self.mil.name, self.lr.name],
             },
         }
+
+
+def platt_scale(raw, a: float, b: float):
+    """Platt scaling on the logit: 1 / (1 + exp(-(a · logit(raw) + b))), ``raw`` clipped to
+    [1e-6, 1 - 1e-6]; a float for a float, an array for an array."""
+    m = np.clip(np.asarray(raw, float), 1e-6, 1 - 1e-6)
+    p = 1 / (1 + np.exp(-(a * np.log(m / (1 - m)) + b)))
+    return float(p) if p.ndim == 0 else p
 
 
 def load_case_model(name_or_path: str) -> CaseModel | MilCaseModel | EnsembleCaseModel:

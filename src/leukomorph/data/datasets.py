@@ -165,7 +165,8 @@ def _user_label(dataset: str, label: str, where: str = "", names: str = "taxonom
 def load_folder_tree(
     root: str | os.PathLike[str], dataset: str = "user", names: str = "taxonomy"
 ) -> list[LabelledImage]:
-    """A class-per-folder tree ``root/<class>/**/<image>``; folder names must be taxonomy classes.
+    """A class-per-folder tree ``root/<class>/**/<image>``; folder names must be taxonomy classes, or
+    class names of the ``names`` vocabulary (:func:`_user_label`).
 
     A sub-folder below the class folder is taken as the patient id (``root/<class>/<patient>/x.png``).
     """
@@ -188,7 +189,8 @@ def load_folder_tree(
 def load_csv_manifest(
     path: str | os.PathLike[str], dataset: str = "user", names: str = "taxonomy"
 ) -> list[LabelledImage]:
-    """A CSV with columns ``path,label`` and optional ``patient_id``; paths relative to the CSV."""
+    """A CSV with columns ``path,label`` and optional ``patient_id``; paths relative to the CSV; labels
+    as in :func:`load_folder_tree`."""
     manifest = Path(path)
     rows = _read_csv(manifest)
     if rows and not {"path", "label"} <= set(rows[0]):

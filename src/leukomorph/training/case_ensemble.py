@@ -23,7 +23,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from .. import jsonio
-from ..aggregate.case_model import ENSEMBLE_FEATURES, case_features, feature_index
+from ..aggregate.case_model import ENSEMBLE_FEATURES, case_features, feature_index, platt_scale
 from ..models.registry import get_card
 from .case_model import _lr, apl_card_head, cv_summary, deepapl_cell_outputs, held_out_summary, patients_of
 from .mil import _fit, _scores
@@ -127,7 +127,7 @@ class _Platt:
         self.a, self.b = a, b
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(self.a * _logit(s) + self.b)))
+        return platt_scale(s, self.a, self.b)  # as the shipped ensemble applies it
 
 
 def platt(y: np.ndarray, scores: np.ndarray) -> _Platt:
