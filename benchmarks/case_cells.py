@@ -18,7 +18,8 @@ About 3 min on 2 cores (most of it the 15 MIL fits); the first run also classifi
 cells (about 1 min) and caches them. ``--json`` also writes the rows, as the ensemble card's
 ``metrics.cells_per_case`` holds them (the rules quote them in their caution on small cases).
 Last, the all-cell AUROC per repeat of the patients whose labelled cells trained the cell model
-and of those it never saw (its validation and test patients), as a new cohort's will be.
+and of those it never saw (its validation and test patients), as a new cohort's will be, and of
+their scores averaged over the repeats with a 95% bootstrap CI over patients.
 """
 
 from __future__ import annotations
@@ -119,9 +120,11 @@ def main() -> None:
     for name, k in (("trained the cell model", ~unseen), ("the cell model never saw (val + test)", unseen)):
         if len(set(y[k])) == 2:
             per = " / ".join(f"{roc_auc_score(y[k], raw[(None, 0)][r][k]):.3f}" for r in range(args.repeats))
+            auc, lo, hi = auroc_ci(y[k], raw[(None, 0)][:, k].mean(0))
             print(
                 f"\nall cells, the {k.sum()} patients ({int(y[k].sum())} APL) whose cells {name}: "
-                f"AUROC per repeat {per}"
+                f"AUROC per repeat {per}; of the scores averaged over the repeats {auc:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, bootstrap over patients)"
             )
     if args.json:
         method = (

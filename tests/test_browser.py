@@ -98,6 +98,15 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
                 break
             page.wait_for_timeout(100)
         assert "Auer rods (1 cell)" in page.inner_text("#findings")
+        assert "Auer rods recorded by the reviewer" in page.inner_text("#aftertext")  # rules 1.5, updated in place
+        # 'f' then '2' records a faggot cell: the reviewed side turns urgent; again withdraws it
+        page.keyboard.press("f")
+        page.keyboard.press("2")
+        page.wait_for_selector("#after.urgent")
+        assert "faggot cells" in page.inner_text("#aftertext")
+        page.keyboard.press("f")
+        page.keyboard.press("2")
+        page.wait_for_selector("#after.notice")
         # confirm every flagged cell with Enter (the queue comes first, focus advances after each)
         todo = int(page.inner_text("#todo"))
         for _ in range(todo + 1):

@@ -1,4 +1,4 @@
-"""Counting statistics, rules 1.4, the learned case models, confusion correction, lineage hint and saliency."""
+"""Counting statistics, rules 1.5, the learned case models, confusion correction, lineage hint and saliency."""
 
 import json
 import shutil
@@ -31,6 +31,45 @@ def _cells(counts):
         p[CLASSES.index(name)] = 1.0
         out += [CellPrediction(f"{name}{i}.png", tuple(p), CLASSES) for i in range(n)]
     return out
+
+
+def test_reviewer_findings_enter_the_rules():
+    """Rules 1.5: faggot cells flag APL (urgent, with those cells, even on too few cells); Auer rods
+    make the lineage myeloid; bilobed nuclei / hypergranular cytoplasm say "APL not excluded";
+    without findings nothing changes."""
+    preds = _cells({"blast": 40, "lymphocyte": 60})
+    plain = suggest(differential(preds), preds)
+    assert plain.code == "acute_leukemia_suspected" and plain.details["findings"] == {}
+    assert suggest(differential(preds), preds, findings={"auer_rods": []}) == plain  # an empty list is no finding
+    s = suggest(differential(preds), preds, findings={"faggot_cell": ["blast3.png", "blast7.png"]})
+    assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast3.png", "blast7.png")
+    assert s.details["apl_by_finding"] and "faggot cells" in s.text and "in 2 cells" in s.text
+    few = _cells({"blast": 3, "lymphocyte": 5})
+    s = suggest(differential(few), few, findings={"faggot_cell": ["blast0.png"]})
+    assert s.code == "apl_suspected" and s.urgent  # not "too few cells": the reviewer saw it
+    # with an APL score above the threshold: the score's flag, the reviewer's cells first
+    score = {"apl_vs_aml": {"probability": 0.9, "ci95": [0.8, 0.95], "model": "m", "evidence_cells": ["blast9.png"]}}
+    s = suggest(differential(preds), preds, case_scores=score, findings={"faggot_cell": ["blast3.png"]})
+    assert s.code == "apl_suspected" and s.evidence[:2] == ("blast3.png", "blast9.png")
+    assert "The reviewer recorded faggot cells in 1 cell." in s.text
+    # Auer rods: myeloid lineage, even where the morphology hint was undetermined
+    assert plain.details["lineage_hint"]["hint"] == "undetermined"
+    s = suggest(differential(preds), preds, findings={"auer_rods": ["blast1.png"]})
+    assert s.code == "acute_leukemia_suspected" and s.details["lineage_hint"]["hint"] == "myeloid (Auer rods)"
+    assert s.details["lineage_hint"]["evidence_cells"] == ["blast1.png"] and "not a lymphoid one" in s.text
+    mono = _cells({"blast": 30, "monocyte": 30, "lymphocyte": 40})
+    s = suggest(differential(mono), mono, findings={"auer_rods": ["blast1.png"]})
+    hint = s.details["lineage_hint"]
+    assert hint["hint"] == "monocytic differentiation" and "Auer rods recorded by the reviewer" in hint["basis"]
+    # features of abnormal promyelocytes on a case without an APL flag
+    normal = _cells({"segmented_neutrophil": 60, "lymphocyte": 40})
+    assert not suggest(differential(normal), normal).details["apl_not_excluded"]
+    s = suggest(differential(normal), normal, findings={"bilobed_nucleus": ["a.png"], "hypergranular": ["a.png", "b"]})
+    assert s.code == "no_leukemic_pattern" and not s.urgent and s.details["apl_not_excluded"]
+    assert "bilobed nuclei in 1 cell and hypergranular cytoplasm in 2 cells" in s.text
+    assert s.details["findings"] == {"bilobed_nucleus": 1, "hypergranular": 2}
+    s = suggest(differential(normal), normal, findings={"dysplasia": ["a.png"]})
+    assert "myelodysplastic" in s.text and not s.details["apl_not_excluded"]
 
 
 def test_adaptive_counting_reaches_a_decision():
@@ -107,7 +146,7 @@ def test_an_apl_flag_from_the_score_on_few_cells_says_how_specific_it_is():
     assert s.code == "apl_suspected" and s.urgent and s.evidence == ("blast0.png",)
     assert s.details["apl_score_few_cells"] and not s.details["apl_score_only"]
     assert "rests on 40 cells" in s.text and "20% of non-APL AML patients" in s.text and "on 20 of their" in s.text
-    assert "against 6% on all of them" in s.text and s.details["rules_version"] == "1.4"
+    assert "against 6% on all of them" in s.text and s.details["rules_version"] == "1.5"
     del score["apl_vs_aml"]["validation"]  # a card without the figures: the caution without them
     s = suggest(differential(few), few, case_scores=score)
     assert s.urgent and "rests on 40 cells" in s.text and "cross-validation" not in s.text
@@ -396,7 +435,7 @@ def test_lineage_hint_monocytic_and_granularity():
     preds = _cells({"blast": 30, "monocyte": 25, "promonocyte": 5, "lymphocyte": 40})
     sug = suggest(differential(preds), preds)
     lh = sug.details["lineage_hint"]
-    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.4"
+    assert sug.code == "acute_leukemia_suspected" and sug.details["rules_version"] == "1.5"
     assert lh["hint"] == "monocytic differentiation" and "flow cytometry" in lh["caveat"]
     assert set(lh["evidence_cells"]) <= {p.source for p in preds if p.predicted_class in ("monocyte", "promonocyte")}
     preds = _cells({"blast": 40, "lymphocyte": 60})

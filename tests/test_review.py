@@ -289,11 +289,16 @@ def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(st
     assert c.post(f"/api/cells/{a}/finding", json={"finding": "halo"}, headers=h).status_code == 422
     r = c.post(f"/api/cells/{a}/finding", json={"finding": "auer_rods"}, headers=h)
     assert r.status_code == 200 and r.json()["cell"]["findings"] == ["auer_rods"]
+    after = r.json()["after_review"]
+    assert not after["urgent"] and "Auer rods recorded by the reviewer" in after["text"]
     r = c.post(f"/api/cells/{a}/finding", json={"finding": "faggot_cell"}, headers=h)
     assert r.json()["cell"]["findings"] == ["auer_rods", "faggot_cell"]
+    # rules 1.5: a faggot cell the reviewer saw raises the urgent APL flag on the reviewed side
+    assert r.json()["after_review"]["code"] == "apl_suspected" and r.json()["after_review"]["urgent"]
+    assert "apl suspected <b>(changed)</b>" in c.get("/").text  # the case list, beside the AI's own suggestion
     c.post(f"/api/cells/{b}/finding", json={"finding": "auer_rods"}, headers=h)
     r = c.post(f"/api/cells/{a}/finding", json={"finding": "faggot_cell", "present": False}, headers=h)
-    assert r.json()["cell"]["findings"] == ["auer_rods"]
+    assert r.json()["cell"]["findings"] == ["auer_rods"] and not r.json()["after_review"]["urgent"]
     assert r.json()["findings"] == [{"finding": "auer_rods", "name": "Auer rods", "cells": 2}]
     with factory() as s:
         actions = [e.after for e in s.query(AuditEvent).filter(AuditEvent.action == "finding", AuditEvent.cell_id == a)]
@@ -303,6 +308,7 @@ def test_a_reviewer_records_morphological_findings_and_the_report_counts_them(st
     assert c.post(f"/cases/{case_id}/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     html = c.get(f"/cases/{case_id}/reports/1").text
     assert "Morphological findings recorded by the reviewer: Auer rods in 2 cells." in html
+    assert "The same rules on the reviewed labels and findings (rules 1.5):" in html and "Auer rods recorded" in html
     from leukomorph.review.store import export_labels
 
     with factory() as s:

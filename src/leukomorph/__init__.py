@@ -3,7 +3,7 @@
 Decision support, not a diagnosis: every result is for review by a qualified hematologist.
 """
 
-__version__ = "0.9.3"
+__version__ = "0.9.4"
 
 import logging as _logging  # noqa: E402
 

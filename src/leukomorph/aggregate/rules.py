@@ -29,6 +29,15 @@ Outcomes 3-6 say "APL not excluded" (``details.apl_not_excluded``, rules 1.4) wh
 score is applicable and below the threshold but the upper end of its 95% interval over cell
 resampling reaches it: the case's cells do not settle the score.
 
+Since rules 1.5 the rules also read the morphological findings a reviewer recorded on cells
+(``findings``: a :data:`leukomorph.taxonomy.FINDINGS` key -> the cells carrying it; the analysis
+has none, so its suggestion is unchanged): a faggot cell (bundled Auer rods, the hallmark of APL)
+raises "APL suspected — URGENT" before any other rule, with those cells as evidence, even on too
+few cells; Auer rods make the lineage hint myeloid (they are not seen in lymphoid blasts); bilobed
+nuclei or hypergranular cytoplasm recorded on a case without an APL flag say "APL not excluded";
+dysplastic features are named with what they point to. Every outcome lists the findings it read
+(``details.findings``).
+
 Every result carries ``details.blast_thresholds`` (status, posterior probability above, cells
 still needed at 10% and 20%) and the case scores it used. Outcomes 2-5 also carry
 ``details.lineage_hint`` (since rules 1.2, :func:`lineage_hint`): what the morphology suggests about the
@@ -38,7 +47,7 @@ lineage (WHO 5th ed. and ICC require immunophenotyping); the hint says so every 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..records import CellPrediction, Differential, Suggestion
@@ -48,7 +57,7 @@ from .differential import wilson_interval
 
 __all__ = ["RULES_VERSION", "RuleConfig", "cells_per_case_rows", "lineage_hint", "suggest"]
 
-RULES_VERSION = "1.4"
+RULES_VERSION = "1.5"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class RuleConfig:
     granular_share: float = 0.5
     agranular_share: float = 0.1
     min_blasts_for_attributes: int = 10
+    #: reviewer-recorded faggot cells that raise "APL suspected" on their own (rules 1.5)
+    apl_faggot_cells: int = 1
 
 
 def _evidence(preds: Sequence[CellPrediction], classes: set[str], n: int) -> tuple[str, ...]:
@@ -100,6 +111,7 @@ def lineage_hint(
     cfg: RuleConfig = RuleConfig(),
     attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
     apl: bool = False,
+    auer_rods: Sequence[str] = (),
 ) -> dict:
     """What the morphology suggests about the blast population's lineage (since rules 1.2).
 
@@ -107,7 +119,9 @@ def lineage_hint(
     (monocytes + promonocytes ≥ ``monocytic_pct`` %); maturing granulocytic precursors
     (≥ ``maturing_pct`` %); granularity of the cells called blast, from the WBCAtt attribute
     model when it ran (granular blasts favour myeloid; agranular blasts fit lymphoid or minimally
-    differentiated myeloid). Otherwise undetermined.
+    differentiated myeloid). Otherwise undetermined. Auer rods a reviewer recorded
+    (``auer_rods``: the cells carrying them; rules 1.5) turn the last three into "myeloid (Auer
+    rods)" and are added to the basis of the others.
     """
     by_name = {c.name: c for c in diff.counts}
     n = diff.wbc_denominator
@@ -173,6 +187,17 @@ def lineage_hint(
             basis="no monocytic or maturing component above its threshold"
             + ("" if gran is not None else "; blast granularity not assessed (attribute model off or too few blasts)"),
         )
+    if auer_rods:
+        seen = (
+            f"Auer rods recorded by the reviewer in {len(auer_rods)} cell{'s' if len(auer_rods) != 1 else ''}: "
+            "they mark myeloid blasts and are not seen in lymphoid ones"
+        )
+        if out["hint"] in ("undetermined", "myeloid favoured (granular blasts)") or out["hint"].startswith("agranular"):
+            out.update(hint="myeloid (Auer rods)", basis=seen)
+            out["evidence_cells"] = list(auer_rods[: cfg.n_evidence])
+        else:
+            out["basis"] += "; " + seen
+        out["statistics"]["auer_rod_cells"] = len(auer_rods)
     return out
 
 
@@ -209,24 +234,73 @@ def suggest(
     cfg: RuleConfig = RuleConfig(),
     case_scores: dict | None = None,
     attributes: dict[str, dict[str, tuple[str, float]]] | None = None,
+    findings: Mapping[str, Sequence[str]] | None = None,
 ) -> Suggestion:
-    """The first rule that fires (module docstring), with its evidence cells and statistics."""
-    s = _first_rule(diff, preds, cfg, case_scores, attributes)
-    if s.code in ("apl_suspected", "too_few_cells"):
-        return s
-    # no APL flag, but the learned score's interval over cell resampling reaches the threshold: say
-    # so rather than let the outcome read as "not APL" (rules 1.4)
-    apl = (case_scores or {}).get("apl_vs_aml") or {}
-    p, ci = apl.get("probability"), apl.get("ci95")
-    open_ = bool(apl.get("applicable", True) and p is not None and ci and ci[1] >= cfg.apl_score_threshold)
-    text = s.text
-    if open_:
+    """The first rule that fires (module docstring), with its evidence cells and statistics.
+    ``findings``: morphological findings a reviewer recorded (a FINDINGS key -> the cells
+    carrying it), read since rules 1.5."""
+    found = {k: tuple(v) for k, v in (findings or {}).items() if v}
+    s = _first_rule(diff, preds, cfg, case_scores, attributes, found)
+    text = s.text + _findings_text(found, s.code)
+    details = {**s.details, "findings": {k: len(v) for k, v in found.items()}}
+    if s.code not in ("apl_suspected", "too_few_cells"):
+        # no APL flag, but the learned score's interval over cell resampling reaches the threshold:
+        # say so rather than let the outcome read as "not APL" (rules 1.4)
+        apl = (case_scores or {}).get("apl_vs_aml") or {}
+        p, ci = apl.get("probability"), apl.get("ci95")
+        open_ = bool(apl.get("applicable", True) and p is not None and ci and ci[1] >= cfg.apl_score_threshold)
+        if open_:
+            text += (
+                f" APL not excluded: the APL pattern score is {p:.2f}, but its 95% interval over cell resampling "
+                f"({ci[0]:.2f}-{ci[1]:.2f}) reaches the {cfg.apl_score_threshold:g} threshold; review the "
+                "promyelocytes and blasts for APL features, and classify more cells if the smear allows."
+            )
+        details["apl_not_excluded"] = open_ or any(k in found for k in _APL_FEATURES)
+    return replace(s, text=text, details=details)
+
+
+#: findings of abnormal promyelocytes that, without an APL flag, say "APL not excluded" (rules 1.5)
+_APL_FEATURES = ("bilobed_nucleus", "hypergranular")
+_FINDING_WORDS = {
+    "auer_rods": "Auer rods",
+    "faggot_cell": "faggot cells",
+    "bilobed_nucleus": "bilobed nuclei",
+    "hypergranular": "hypergranular cytoplasm",
+    "dysplasia": "dysplastic features",
+}
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell{'s' if n != 1 else ''}"
+
+
+def _findings_text(found: Mapping[str, Sequence[str]], code: str) -> str:
+    """What the reviewer's findings add to an outcome's text (rules 1.5)."""
+    text = ""
+    if "auer_rods" in found and code != "apl_suspected":
         text += (
-            f" APL not excluded: the APL pattern score is {p:.2f}, but its 95% interval over cell resampling "
-            f"({ci[0]:.2f}-{ci[1]:.2f}) reaches the {cfg.apl_score_threshold:g} threshold; review the promyelocytes "
-            "and blasts for APL features, and classify more cells if the smear allows."
+            f" Auer rods recorded by the reviewer in {_cells(len(found['auer_rods']))}: they mark a myeloid "
+            "neoplasm (AML, or a myelodysplastic neoplasm with excess blasts), not a lymphoid one."
         )
-    return replace(s, text=text, details={**s.details, "apl_not_excluded": open_})
+    features = [k for k in _APL_FEATURES if k in found]
+    if features and code != "apl_suspected":
+        text += (
+            " APL not excluded: the reviewer recorded "
+            + " and ".join(f"{_FINDING_WORDS[k]} in {_cells(len(found[k]))}" for k in features)
+            + ", features of abnormal promyelocytes; request PML::RARA testing."
+        )
+    if code == "apl_suspected":
+        seen = [
+            f"{_FINDING_WORDS[k]} in {_cells(len(found[k]))}" for k in _FINDING_WORDS if k in found and k != "dysplasia"
+        ]
+        if seen:
+            text += " The reviewer recorded " + ", ".join(seen) + "."
+    if "dysplasia" in found:
+        text += (
+            f" Dysplastic features recorded by the reviewer in {_cells(len(found['dysplasia']))}: consider a "
+            "myelodysplastic neoplasm, or AML with myelodysplasia-related changes if blasts reach 20%."
+        )
+    return text
 
 
 def _first_rule(
@@ -235,6 +309,7 @@ def _first_rule(
     cfg: RuleConfig,
     case_scores: dict | None,
     attributes: dict[str, dict[str, tuple[str, float]]] | None,
+    found: Mapping[str, tuple[str, ...]],
 ) -> Suggestion:
     by_name = {c.name: c for c in diff.counts}
     pro = by_name.get("promyelocyte")
@@ -252,6 +327,25 @@ def _first_rule(
         "apl_vs_aml_used": apl_p is not None,
     }
     need20 = next(t for t in details["blast_thresholds"] if t["threshold_percent"] == 20.0)
+    faggots = found.get("faggot_cell", ())
+    apl_by_finding = len(faggots) >= cfg.apl_faggot_cells
+    auer = found.get("auer_rods", ())
+    if apl_by_finding and not (apl_p is not None and apl_p >= cfg.apl_score_threshold):
+        # a faggot cell seen by the reviewer: urgent whatever the counts and the score say (rules 1.5)
+        details["apl_by_finding"] = True
+        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, apl=True, auer_rods=auer)
+        score = (
+            f" The learned APL pattern score is {apl_p:.2f} (model {apl.get('model')})." if apl_p is not None else ""
+        )
+        return Suggestion(
+            "apl_suspected",
+            f"APL suspected — URGENT: the reviewer recorded faggot cells (bundled Auer rods), the hallmark of "
+            f"APL, in {_cells(len(faggots))}.{score} Request PML::RARA testing and a coagulation screen now.",
+            f"reviewer finding: faggot cells >= {cfg.apl_faggot_cells}",
+            True,
+            faggots[: cfg.n_evidence],
+            details,
+        )
     if diff.wbc_denominator < cfg.min_wbc:
         return Suggestion(
             "too_few_cells",
@@ -267,9 +361,9 @@ def _first_rule(
         apl_p is None and pro and pro.count >= cfg.apl_min_cells and pro.percent >= cfg.apl_promyelocyte_pct
     )
     if apl_by_score or apl_by_count:
-        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, apl=True)
-    elif diff.blast_percent >= cfg.increased_blast_pct:
-        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes)
+        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, apl=True, auer_rods=auer)
+    elif diff.blast_percent >= cfg.increased_blast_pct or auer:
+        details["lineage_hint"] = lineage_hint(diff, preds, cfg, attributes, auer_rods=auer)
     if apl_by_score:
         ci = apl.get("ci95") or [float("nan"), float("nan")]
         support = diff.blast_percent + (pro.percent if pro else 0.0)
@@ -291,6 +385,9 @@ def _first_rule(
         # flag always shows the cells to review
         attended = tuple(apl.get("evidence_cells", ()))[: cfg.n_evidence]
         details["evidence_from_attention"] = bool(attended)
+        details["apl_by_finding"] = apl_by_finding
+        if apl_by_finding:  # the reviewer's faggot cells first, then the model's
+            attended = tuple(dict.fromkeys(faggots + attended))[: cfg.n_evidence]
         return Suggestion(
             "apl_suspected",
             f"APL suspected — URGENT: the patient-level APL pattern score is {apl_p:.2f} "

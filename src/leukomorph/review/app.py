@@ -35,6 +35,7 @@ from .summary import (
     csv_safe,
     differential_from_counts,
     differential_of,
+    findings_of,
     findings_summary,
     reviewed_suggestion,
 )
@@ -176,6 +177,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             select(Cell.case_id, current_class, func.count()).group_by(Cell.case_id, current_class)
         ):
             counts[case_id][cls] = k
+        found = _findings_by_case(s)
         for c in s.scalars(select(Case).order_by(Case.imported.desc())):
             todo = s.scalar(
                 select(func.count())
@@ -188,10 +190,21 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                     "n": sum(counts[c.id].values()),
                     "todo": todo,
                     "suggestion": c.results.get("suggestion", {}),
-                    "after": reviewed_suggestion(counts[c.id], c.results.get("case_scores")),
+                    "after": reviewed_suggestion(counts[c.id], c.results.get("case_scores"), found.get(c.id)),
                 }
             )
         return render("cases.html.j2", rows=rows, user=sess.user, csrf=sess.csrf)
+
+    def _findings_by_case(s: Session, case_id: int | None = None) -> dict[int, dict[str, list[str]]]:
+        """Case id -> the cells carrying each recorded finding (:func:`findings_of`), reading only
+        the cells that carry one."""
+        q = select(Cell).where(Cell.findings != "")
+        if case_id is not None:
+            q = q.where(Cell.case_id == case_id)
+        by_case: dict[int, list[Cell]] = defaultdict(list)
+        for cell in s.scalars(q):
+            by_case[cell.case_id].append(cell)
+        return {k: findings_of(v) for k, v in by_case.items()}
 
     def _case(s: Session, case_id: int) -> Case:
         c = s.get(Case, case_id)
@@ -226,7 +239,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             finding_keys={k: FINDINGS[v] for k, v in FINDING_KEYS.items()},
             finding_codes=FINDING_KEYS,
             findings=findings_summary(cells),
-            after_review=reviewed_suggestion(counts_of(cells), (c.results or {}).get("case_scores")),
+            after_review=reviewed_suggestion(
+                counts_of(cells), (c.results or {}).get("case_scores"), findings_of(cells)
+            ),
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -300,7 +315,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         return {
             "differential": differential_from_counts(counts),
             "unreviewed_flagged": todo,
-            "after_review": reviewed_suggestion(counts, _case_scores(s, case_id)),
+            "after_review": reviewed_suggestion(
+                counts, _case_scores(s, case_id), _findings_by_case(s, case_id).get(case_id)
+            ),
         }
 
     scores_of: dict[int, dict | None] = {}  # case id -> its analysis's case scores (fixed at import)
@@ -331,8 +348,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
             s.add(_cell_event(sess, cell.case_id, cell.id, "finding", before, after))
             s.commit()
-            case_cells = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id)))
-        return {"cell": {"id": cell_id, "findings": now_on}, "findings": findings_summary(case_cells)}
+        with_findings = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id, Cell.findings != "")))
+        state = _case_state(s, cell.case_id)
+        return {"cell": {"id": cell_id, "findings": now_on}, "findings": findings_summary(with_findings), **state}
 
     @app.post("/api/cells/{cell_id}/add")
     def add_cell(
@@ -416,6 +434,9 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             amends=reopened,
             comment=comment,
             findings=findings_summary(list(c.cells)),
+            after_review=reviewed_suggestion(
+                counts_of(list(c.cells)), (c.results or {}).get("case_scores"), findings_of(list(c.cells))
+            ),
         )
         html = env.get_template("signed.html.j2").render(**ctx)
         pdf = signed_pdf(ctx)

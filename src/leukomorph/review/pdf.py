@@ -63,6 +63,9 @@ def _lines(ctx: dict[str, Any]) -> list[tuple[str, str]]:
     out.append(("head", "AI suggestion before review"))
     text = (results.get("suggestion") or {}).get("text") or "none recorded"
     out += [("text", s) for s in textwrap.wrap(text, WRAP)]
+    if after := ctx.get("after_review"):
+        out.append(("head", f"The same rules on the reviewed labels and findings (rules {after['rules_version']})"))
+        out += [("text", s) for s in textwrap.wrap(after["text"], WRAP)]
     corr = ctx.get("corrections") or []
     out.append(("head", f"Cells reclassified by the reviewer: {len(corr)}"))
     for c in corr:

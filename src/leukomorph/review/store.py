@@ -247,7 +247,14 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
     they recorded, and who signed the latest report. Text fields are CSV-injection safe. Returns
     the number of rows; an existing file is refused."""
     from .db import Case, SignedReport
-    from .summary import counts_of, csv_safe, differential_from_counts, findings_summary, reviewed_suggestion
+    from .summary import (
+        counts_of,
+        csv_safe,
+        differential_from_counts,
+        findings_of,
+        findings_summary,
+        reviewed_suggestion,
+    )
 
     outp = _new_file(out)
     q = select(Case).order_by(Case.id)
@@ -264,7 +271,7 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
             res = case.results or {}
             ai = res.get("suggestion") or {}
             apl = ((res.get("case_scores") or {}).get("apl_vs_aml") or {}).get("probability")
-            after = reviewed_suggestion(counts, res.get("case_scores"))
+            after = reviewed_suggestion(counts, res.get("case_scores"), findings_of(cells))
             rep = db.execute(  # the latest report's signer, not its HTML and PDF
                 select(SignedReport.version, SignedReport.signed_by, SignedReport.ts)
                 .where(SignedReport.case_id == case.id)

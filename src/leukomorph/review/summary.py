@@ -17,33 +17,42 @@ __all__ = [
     "csv_safe",
     "differential_from_counts",
     "differential_of",
+    "findings_of",
     "findings_summary",
     "reviewed_suggestion",
 ]
 
 
-def reviewed_suggestion(counts: dict[str, int], case_scores: dict | None) -> dict:
+def reviewed_suggestion(
+    counts: dict[str, int], case_scores: dict | None, findings: dict[str, list[str]] | None = None
+) -> dict:
     """The analysis's rules (defaults, :data:`~leukomorph.aggregate.RULES_VERSION`) applied to the
-    current classes (the reviewer's where given, else the model's; artefacts left out) and the
-    analysis's learned case scores, which review does not change."""
+    current classes (the reviewer's where given, else the model's; artefacts left out), the
+    findings the reviewers recorded (:func:`findings_of`; read since rules 1.5) and the analysis's
+    learned case scores, which review does not change."""
     preds = []
     for cls, n in counts.items():
         if cls in CLASSES:  # one object per class, n times: the rules count cells and read classes
             preds += [CellPrediction(cls, tuple(float(c == cls) for c in CLASSES), CLASSES)] * n
     if not preds:
         return {"code": "", "text": "no cells", "urgent": False, "rules_version": RULES_VERSION}
-    sug = suggest(core_differential(counts, CLASSES), preds, case_scores=case_scores)
+    sug = suggest(core_differential(counts, CLASSES), preds, case_scores=case_scores, findings=findings)
     return {"code": sug.code, "text": sug.text, "urgent": sug.urgent, "rules_version": RULES_VERSION}
+
+
+def findings_of(cells: list[Cell]) -> dict[str, list[str]]:
+    """The cells (paths) carrying each recorded finding, artefacts left out (FINDINGS order)."""
+    on: dict[str, list[str]] = defaultdict(list)
+    for c in cells:
+        if c.current != ARTEFACT:
+            for f in c.finding_list:
+                on[f].append(c.path)
+    return {k: on[k] for k in FINDINGS if on[k]}
 
 
 def findings_summary(cells: list[Cell]) -> list[dict]:
     """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out)."""
-    n = defaultdict(int)
-    for c in cells:
-        if c.current != ARTEFACT:
-            for f in c.finding_list:
-                n[f] += 1
-    return [{"finding": k, "name": FINDINGS[k], "cells": n[k]} for k in FINDINGS if n[k]]
+    return [{"finding": k, "name": FINDINGS[k], "cells": len(v)} for k, v in findings_of(cells).items()]
 
 
 def csv_safe(text: str) -> str:
