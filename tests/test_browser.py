@@ -24,8 +24,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(sample_dir, tmp_path, monkeypatch):
+def _serve(tmp_path, analyze_args: list[str]):
+    """Analyze, import into a fresh store, start the app on a free port; yields (base URL, case id)."""
     import uvicorn
     from typer.testing import CliRunner
 
@@ -34,9 +34,7 @@ def server(sample_dir, tmp_path, monkeypatch):
     from leukomorph.review.db import make_engine
     from leukomorph.review.store import add_user, import_results
 
-    shutil.copytree(sample_dir, tmp_path / "cells")
-    monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "demo"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["analyze", *analyze_args, "--out", "out"]).exit_code == 0
     data = tmp_path / "store"
     data.mkdir()
     url = f"sqlite:///{data / 'review.sqlite'}"
@@ -55,6 +53,23 @@ def server(sample_dir, tmp_path, monkeypatch):
     yield f"http://127.0.0.1:{port}", case_id
     srv.should_exit = True
     t.join(5)
+
+
+@pytest.fixture
+def server(sample_dir, tmp_path, monkeypatch):
+    shutil.copytree(sample_dir, tmp_path / "cells")
+    monkeypatch.chdir(tmp_path)
+    yield from _serve(tmp_path, ["cells", "--case", "demo"])
+
+
+@pytest.fixture
+def field_server(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    (tmp_path / "fields").mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "fields" / "field_pbc.webp", tmp_path / "fields" / "f1.webp")
+    monkeypatch.chdir(tmp_path)
+    yield from _serve(tmp_path, ["fields", "--fields", "--case", "smear", "--morphometrics", "none"])
 
 
 def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
@@ -125,4 +140,35 @@ def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
         text = page.inner_text("table")
         assert "relabel" in text and "signed_out" in text and "blast" in text and "add_cell" in text
         assert "finding" in text and "auer_rods" in text
+        browser.close()
+
+
+def test_drawing_a_missed_cell_on_a_field(field_server):
+    """The field page: drag a box on the image, choose the class, add: the page shows one more box."""
+    base, case_id = field_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base + "/login")
+        page.fill("input[name=username]", "hema")
+        page.fill("input[name=password]", "browser-test-pw")
+        page.click("button")
+        page.goto(f"{base}/cases/{case_id}")
+        page.click("a.fieldlink")
+        page.wait_for_selector("#ov")
+        n_before = page.locator("g.box").count()
+        b = page.locator("#ov").bounding_box()
+        page.mouse.move(b["x"] + 0.05 * b["width"], b["y"] + 0.05 * b["height"])
+        page.mouse.down()
+        page.mouse.move(b["x"] + 0.15 * b["width"], b["y"] + 0.12 * b["height"], steps=5)
+        page.mouse.up()
+        assert page.is_enabled("#addcell") and "px" in page.inner_text("#boxtext")
+        page.select_option("#cls", "blast")
+        page.click("#addcell")
+        for _ in range(50):
+            if page.locator("g.box").count() == n_before + 1:
+                break
+            page.wait_for_timeout(100)
+        assert page.locator("g.box").count() == n_before + 1
+        assert "blast" in page.locator("g.box").last.text_content()
         browser.close()

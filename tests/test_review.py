@@ -373,8 +373,15 @@ def test_schema_is_under_alembic(tmp_path):
 
     engine, _ = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005"
     make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")  # re-opening an up-to-date store is a no-op
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from leukomorph.review.db import Base
+
+    with engine.connect() as c:  # the migrations build exactly the tables, columns and indexes the models declare
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
 
 
 def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
@@ -405,9 +412,18 @@ def test_a_store_from_v0_8_upgrades_and_keeps_its_signed_reports(tmp_path):
                 "(1, 1, 'hema', '2026-01-01', '<p>v1</p>', 'abc')"
             )
         )
+        conn.execute(
+            text(
+                "insert into cells (case_id, path, image_sha256, image_file, predicted, confidence, prediction_set, "
+                "review_flag, label, version) values (1, 'a.png', 'ff', 'ff/ff.png', 'blast', 0.9, '', 0, 'blast', 1)"
+            )
+        )
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        # the cell survives the table rebuild of 0005, without a field (none was stored before)
+        cell = c.execute(text("select path, label, findings, field_id, box from cells")).one()
+        assert tuple(cell) == ("a.png", "blast", "", None, None)
         row = c.execute(text("select html, sha256, pdf, pdf_sha256 from signed_reports")).one()
     assert tuple(row) == ("<p>v1</p>", "abc", None, None)
     with factory() as s:
@@ -456,7 +472,7 @@ def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkey
     assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
     engine, factory = make_engine(url)
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005"
     with factory() as s:
         case = import_results(s, tmp_path / "out", tmp_path / "store")
         assert len(case.cells) == 31
@@ -579,3 +595,86 @@ def test_pages_escape_user_supplied_names(store, tmp_path):
     _login(c)
     for page in (c.get("/").text, c.get(f"/cases/{case_id}").text, c.get(f"/cases/{case_id}/audit").text):
         assert evil not in page and "&lt;img src=x" in page
+
+
+@pytest.fixture
+def field_store(tmp_path, monkeypatch):
+    """A field-mode case (one PBC smear field, its detected white cells) in a fresh store."""
+    from pathlib import Path
+
+    src = tmp_path / "fields"
+    src.mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "fields" / "field_pbc.webp", src / "f1.webp")
+    monkeypatch.chdir(tmp_path)
+    args = ["analyze", "fields", "--fields", "--out", "out", "--case", "smear", "--morphometrics", "none"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    data = tmp_path / "store"
+    data.mkdir()
+    url = f"sqlite:///{data / 'review.sqlite'}"
+    _, factory = make_engine(url)
+    with factory() as s:
+        case_id = import_results(s, tmp_path / "out", data).id
+        add_user(s, "hema", PW, "hematologist")
+        add_user(s, "tech", PW, "technologist")
+    return url, data, case_id, factory
+
+
+def test_a_reviewer_draws_a_cell_the_detector_missed(field_store, tmp_path):
+    """Field-mode cases keep their fields (revision 0005): the field page shows every counted box,
+    and a box drawn there becomes a cell of its own: cropped by the pipeline's rule, counted,
+    audited, refused when it is outside the field, too small, drawn twice or the case is signed,
+    and exported for training (its crop is its own)."""
+    from PIL import Image
+
+    from leukomorph.pipeline import FIELD_CROP_FACTOR
+    from leukomorph.review.db import Cell, Field
+    from leukomorph.review.store import export_labels
+
+    url, data, case_id, factory = field_store
+    with factory() as s:
+        (field,) = s.query(Field).all()
+        fid, w, h = field.id, field.width, field.height
+        detected = s.query(Cell).filter(Cell.case_id == case_id).all()
+        assert detected and all(c.field_id == fid and c.box_xyxy for c in detected)
+        original = (tmp_path / "fields" / "f1.webp").read_bytes()
+        assert (data / "images" / field.image_file).read_bytes() == original  # stored as given
+    c = TestClient(create_app(url, data))
+    csrf = _login(c, "tech")
+    h_ = {"X-CSRF-Token": csrf}
+    assert f'href="/cases/{case_id}/fields/{fid}"' in c.get(f"/cases/{case_id}").text
+    page = c.get(f"/cases/{case_id}/fields/{fid}").text
+    assert all(f'data-id="{x.id}"' in page for x in detected) and 'id="addcell"' in page
+    assert c.get(f"/fields/{fid}/image").content == original
+    assert c.get(f"/cases/{case_id + 1}/fields/{fid}").status_code == 404
+    wbc = c.get(f"/cases/{case_id}").text.split('id="wbc">')[1].split("<")[0]
+    box = {"x0": 10, "y0": 20, "x1": 70, "y1": 100}
+    api = f"/api/fields/{fid}/cells"
+    assert c.post(api, json={**box, "label": "blast"}).status_code == 403  # CSRF
+    assert c.post(api, json={**box, "label": "halo"}, headers=h_).status_code == 422
+    assert c.post(api, json={**box, "x1": w + 1, "label": "blast"}, headers=h_).status_code == 422
+    assert c.post(api, json={**box, "y1": h + 1, "label": "blast"}, headers=h_).status_code == 422
+    assert c.post(api, json={**box, "x1": 14, "label": "blast"}, headers=h_).status_code == 422  # 4 px wide
+    assert c.post(api, json={**box, "x0": -1, "label": "blast"}, headers=h_).status_code == 422
+    r = c.post(api, json={**box, "label": "blast"}, headers=h_)
+    assert r.status_code == 200 and r.json()["differential"]["wbc"] == int(wbc) + 1
+    new_id = r.json()["cell"]["id"]
+    assert c.post(api, json={**box, "label": "blast"}, headers=h_).status_code == 409  # the same box twice
+    crop = Image.open(io.BytesIO(c.get(f"/cells/{new_id}/image").content))
+    assert crop.size == (int(80 * FIELD_CROP_FACTOR),) * 2  # the pipeline's crop rule around the box
+    assert f'data-id="{new_id}"' in c.get(f"/cases/{case_id}/fields/{fid}").text
+    with factory() as s:
+        (ev,) = s.query(AuditEvent).filter(AuditEvent.action == "add_cell").all()
+        assert ev.username == "tech" and ev.after == "blast" and "f1.webp box 10,20,70,100" in ev.before
+    # sign out (the hematologist), then export: the drawn cell is written with its own crop
+    c2 = TestClient(create_app(url, data))
+    csrf2 = _login(c2)
+    _review_queue(c2, case_id, csrf2)
+    assert c2.post(f"/cases/{case_id}/signout", data={"csrf": csrf2}, follow_redirects=False).status_code == 303
+    assert c.post(api, json={**box, "y1": 90, "label": "blast"}, headers=h_).status_code == 409  # signed
+    with factory() as s:
+        export_labels(s, data, tmp_path / "labels.csv")
+        drawn = s.get(Cell, new_id)
+        stored = str((data / "images" / drawn.image_file).resolve())
+    rows = {r["path"]: r for r in csv.DictReader((tmp_path / "labels.csv").open())}
+    assert rows[stored]["label"] == "blast" and rows[stored]["predicted"] == "added_by_reviewer"

@@ -189,6 +189,14 @@ def test_analyze_slides_counts_each_white_cell_once_in_slide_coordinates(slide, 
     assert run["slides"] == [{"path": str(slide), "quickhash": sl["quickhash"], "vendor": "generic-tiff"}]
     r = CliRunner().invoke(app, ["import", str(out), "--data-dir", str(tmp_path / "store")])
     assert r.exit_code == 0 and "(12 cells)" in r.output, r.output  # cells cut from the slide for review
+    # each tile a cell was counted in is kept as a JPEG (a region has no file of its own), for drawing missed cells
+    from leukomorph.review.db import Cell, Field, make_engine
+
+    _, factory = make_engine(f"sqlite:///{tmp_path / 'store' / 'review.sqlite'}")
+    with factory() as s:
+        stored = s.query(Field).all()
+        assert stored and all(f.image_file.endswith(".jpg") and "[x=" in f.name for f in stored)
+        assert all(c.field_id is not None for c in s.query(Cell))
 
 
 def test_tile_ownership_drops_cut_cells_and_boundary_twins():

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 
 from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT, CLASSES, FINDINGS, REVIEW_LABELS
 from .db import AuditEvent, Case, Cell, LoginSession, SignedReport, User, make_engine, now
+from .db import Field as StoredField  # pydantic's Field is the other one
 from .pdf import signed_pdf
-from .store import check_password, image_dir
+from .store import cell_crop_png, check_password, image_dir, store_bytes
 from .summary import (
     counts_of,
     csv_safe,
@@ -63,6 +64,18 @@ def _sha(s: str) -> str:
 
 
 class LabelIn(BaseModel):
+    label: str = Field(max_length=40)
+
+
+#: smallest side of a box a reviewer draws (field pixels): a smaller one is a slip of the mouse
+MIN_DRAWN_BOX = 8
+
+
+class DrawnCellIn(BaseModel):
+    x0: int = Field(ge=0)
+    y0: int = Field(ge=0)
+    x1: int = Field(ge=0)
+    y1: int = Field(ge=0)
     label: str = Field(max_length=40)
 
 
@@ -196,15 +209,18 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         return render("cases.html.j2", rows=rows, user=sess.user, csrf=sess.csrf)
 
     def _findings_by_case(s: Session, case_id: int | None = None) -> dict[int, dict[str, list[str]]]:
-        """Case id -> the cells carrying each recorded finding (:func:`findings_of`), reading only
-        the cells that carry one."""
-        q = select(Cell).where(Cell.findings != "")
+        """Case id -> the cells (paths) carrying each recorded finding, artefacts left out, as
+        :func:`findings_of` gives them; reads three columns of the cells that carry one."""
+        q = select(Cell.case_id, Cell.path, Cell.findings).where(
+            Cell.findings != "", func.coalesce(Cell.label, Cell.predicted) != ARTEFACT
+        )
         if case_id is not None:
             q = q.where(Cell.case_id == case_id)
-        by_case: dict[int, list[Cell]] = defaultdict(list)
-        for cell in s.scalars(q):
-            by_case[cell.case_id].append(cell)
-        return {k: findings_of(v) for k, v in by_case.items()}
+        on: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for cid, path, found in s.execute(q.order_by(Cell.id)):
+            for f in found.split("|"):
+                on[cid][f].append(path)
+        return {cid: {k: v[k] for k in FINDINGS if v.get(k)} for cid, v in on.items()}
 
     def _case(s: Session, case_id: int) -> Case:
         c = s.get(Case, case_id)
@@ -221,6 +237,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         for x in cells:
             by_class[x.current].append(x)
         galleries = [(k, by_class[k]) for k in REVIEW_LABELS if by_class.get(k)]
+        on_field = Counter(x.field_id for x in cells if x.current != ARTEFACT)
         reports = s.scalars(select(SignedReport).where(SignedReport.case_id == c.id).order_by(SignedReport.version))
         return render(
             "case.html.j2",
@@ -242,6 +259,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             after_review=reviewed_suggestion(
                 counts_of(cells), (c.results or {}).get("case_scores"), findings_of(cells)
             ),
+            fields=[(f, on_field[f.id]) for f in c.fields],
         )
 
     @app.get("/cells/{cell_id}/image")
@@ -249,10 +267,100 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         cell = s.get(Cell, cell_id)
         if cell is None:
             raise HTTPException(status_code=404, detail="no such cell")
-        path = (images / cell.image_file).resolve()
+        return FileResponse(_stored_file(cell.image_file))
+
+    def _stored_file(rel: str) -> Path:
+        path = (images / rel).resolve()
         if images not in path.parents or not path.is_file():
             raise HTTPException(status_code=404, detail="image missing from the store")
-        return FileResponse(path)
+        return path
+
+    def _field(s: Session, field_id: int) -> StoredField:
+        field = s.get(StoredField, field_id)
+        if field is None:
+            raise HTTPException(status_code=404, detail="no such field")
+        return field
+
+    @app.get("/fields/{field_id}/image")
+    def field_image(field_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        return FileResponse(_stored_file(_field(s, field_id).image_file))
+
+    @app.get("/cases/{case_id}/fields/{field_id}", response_class=HTMLResponse)
+    def field_view(case_id: int, field_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        """The field with the box of every cell counted on it (reviewed class, else predicted);
+        dragging draws a box around a white cell the detector missed."""
+        field = _field(s, field_id)
+        if field.case_id != case_id:
+            raise HTTPException(status_code=404, detail="no such field in this case")
+        cells = list(s.scalars(select(Cell).where(Cell.field_id == field.id).order_by(Cell.id)))
+        ids = [f.id for f in field.case.fields]
+        at = ids.index(field.id)
+        return render(
+            "field.html.j2",
+            case=field.case,
+            field=field,
+            cells=[(c, c.box_xyxy) for c in cells if c.box_xyxy],
+            classes=[c for c in CLASSES],
+            prev_id=ids[at - 1] if at else None,
+            next_id=ids[at + 1] if at + 1 < len(ids) else None,
+            at=at + 1,
+            n_fields=len(ids),
+            user=sess.user,
+            csrf=sess.csrf,
+            min_box=MIN_DRAWN_BOX,
+        )
+
+    @app.post("/api/fields/{field_id}/cells")
+    def draw_cell(
+        field_id: int,
+        body: DrawnCellIn,
+        request: Request,
+        sess: LoginSession = Depends(current),
+        s: Session = Depends(db),
+    ):
+        """A white cell the detector missed, drawn by the reviewer as a box on the field: cropped
+        from the stored field with the pipeline's crop rule, counted under the class given, and
+        audited as ``add_cell`` (before: the field and box). Its crop is its own, so ``export-labels``
+        writes it like any reviewed cell."""
+        label = _may_edit(request, sess, body.label, CLASSES, "add cells")
+        with write_lock:
+            field = _field(s, field_id)
+            if field.case.status == "signed":
+                raise HTTPException(status_code=409, detail="case is signed out; adding cells is closed")
+            box = (body.x0, body.y0, body.x1, body.y1)
+            if not (body.x1 <= field.width and body.y1 <= field.height):
+                raise HTTPException(status_code=422, detail=f"box outside the {field.width} x {field.height} px field")
+            if min(body.x1 - body.x0, body.y1 - body.y0) < MIN_DRAWN_BOX:
+                raise HTTPException(status_code=422, detail=f"box sides must be at least {MIN_DRAWN_BOX} px")
+            path = f"{field.name} [drawn {','.join(map(str, box))}]"
+            if s.scalar(select(Cell.id).where(Cell.case_id == field.case_id, Cell.path == path)) is not None:
+                raise HTTPException(status_code=409, detail="a cell with this box is already drawn")
+            from ..io import read_image
+
+            rgb = read_image(_stored_file(field.image_file)).pixels
+            sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
+            new = Cell(
+                case_id=field.case_id,
+                path=path,
+                image_sha256=sha,
+                image_file=rel,
+                predicted=ADDED_BY_REVIEWER,
+                confidence=0.0,
+                prediction_set="",
+                review_flag=False,
+                label=label,
+                reviewed_by=sess.user.username,
+                reviewed_at=now(),
+                version=1,
+                field_id=field.id,
+                box=",".join(map(str, box)),
+            )
+            s.add(new)
+            s.flush()
+            s.add(_cell_event(sess, field.case_id, new.id, "add_cell", f"{field.name} box {new.box}", label))
+            s.commit()
+            new_id, case_id = new.id, field.case_id
+        return {"cell": {"id": new_id, "label": label, "box": list(box)}, **_case_state(s, case_id)}
 
     def _may_edit(request: Request, sess: LoginSession, label: str, allowed, what: str, kind: str = "class") -> str:
         """The label, once the request carries its CSRF token, the user's role may ``what`` and the

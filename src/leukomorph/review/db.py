@@ -25,7 +25,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-__all__ = ["AuditEvent", "Base", "Case", "Cell", "LoginSession", "SignedReport", "User", "make_engine", "now"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Case",
+    "Cell",
+    "Field",
+    "LoginSession",
+    "SignedReport",
+    "User",
+    "make_engine",
+    "now",
+]
 
 ROLES = ("technologist", "hematologist", "admin")
 
@@ -65,6 +76,23 @@ class Case(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | signed
     results: Mapped[dict] = mapped_column(JSON)  # results.json of the analysis, as imported
     cells: Mapped[list[Cell]] = relationship(back_populates="case", order_by="Cell.id")
+    fields: Mapped[list[Field]] = relationship(back_populates="case", order_by="Field.id")
+
+
+class Field(Base):
+    """A smear field (or slide tile) of a field-mode case, stored so that a reviewer can draw a box
+    around a white cell the detector missed (Alembic revision 0005; cases imported before have none)."""
+
+    __tablename__ = "fields"
+    __table_args__ = (UniqueConstraint("case_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    name: Mapped[str] = mapped_column(Text)  # the field's path as analyze gave it
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_file: Mapped[str] = mapped_column(String(200))  # relative to the store's image folder
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    case: Mapped[Case] = relationship(back_populates="fields")
 
 
 class Cell(Base):
@@ -85,7 +113,16 @@ class Cell(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     #: morphological findings the reviewer recorded (keys of leukomorph.taxonomy.FINDINGS, "|"-joined)
     findings: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    #: the field the cell was detected in (or drawn on by a reviewer) and its box there,
+    #: "x0,y0,x1,y1" in field pixels (revision 0005; None for crops and older imports)
+    field_id: Mapped[int | None] = mapped_column(ForeignKey("fields.id"), nullable=True, index=True)
+    box: Mapped[str | None] = mapped_column(String(64), nullable=True)
     case: Mapped[Case] = relationship(back_populates="cells")
+    field: Mapped[Field | None] = relationship()
+
+    @property
+    def box_xyxy(self) -> tuple[int, int, int, int] | None:
+        return tuple(int(v) for v in self.box.split(",")) if self.box else None  # type: ignore[return-value]
 
     @property
     def finding_list(self) -> list[str]:

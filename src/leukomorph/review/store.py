@@ -15,9 +15,18 @@ from sqlalchemy.orm import Session
 
 from ..errors import ConfigError, DataError
 from ..taxonomy import ADDED_BY_REVIEWER, ARTEFACT
-from .db import ROLES, AuditEvent, Case, Cell, User
+from .db import ROLES, AuditEvent, Case, Cell, Field, User
 
-__all__ = ["add_user", "check_password", "export_cases", "export_labels", "image_dir", "import_results"]
+__all__ = [
+    "add_user",
+    "cell_crop_png",
+    "check_password",
+    "export_cases",
+    "export_labels",
+    "image_dir",
+    "import_results",
+    "store_bytes",
+]
 
 _PH = PasswordHasher()
 
@@ -51,7 +60,7 @@ def check_password(user: User | None, password: str) -> bool:
 
 
 def _store_image(src: Path, images: Path) -> tuple[str, str]:
-    return _store_bytes(src.read_bytes(), src.suffix.lower(), images)
+    return store_bytes(src.read_bytes(), src.suffix.lower(), images)
 
 
 def _locate(image: str, rd: Path):
@@ -68,25 +77,54 @@ def _locate(image: str, rd: Path):
     return region_source(str(p), *region[1:]) if region else p
 
 
-def _field_cell_png(field, r: dict[str, str]) -> bytes:
-    """PNG of a field-mode cell: the pipeline's crop rule around the box in cells.csv."""
+def _read_field(field, name: str):
+    """RGB pixels of a field (or slide region) for the store; DataError naming ``name`` when unreadable."""
+    from ..errors import ImageReadError
+    from ..io import read_image
+
+    try:
+        return read_image(field).pixels
+    except ImageReadError as exc:
+        raise DataError(f"{name}: field image unreadable ({exc.reason})") from exc
+
+
+def cell_crop_png(rgb, box: tuple[int, int, int, int]) -> bytes:
+    """PNG of a field-mode cell: the pipeline's crop rule around ``box`` (x0, y0, x1, y1)."""
     import cv2
 
     from ..detect import Detection
-    from ..errors import ImageReadError
-    from ..io import read_image
     from ..pipeline import field_crop
 
-    try:
-        rgb = read_image(field).pixels
-    except ImageReadError as exc:
-        raise DataError(f"{r['path']}: field image unreadable ({exc.reason})") from exc
-    box = Detection(int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]), 0.0)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(field_crop(rgb, box), cv2.COLOR_RGB2BGR))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(field_crop(rgb, Detection(*box, 0.0)), cv2.COLOR_RGB2BGR))
     return buf.tobytes()
 
 
-def _store_bytes(data: bytes, suffix: str, images: Path) -> tuple[str, str]:
+#: field images a browser shows as they are; others (TIFF, slide regions) are stored as PNG
+_BROWSER_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
+
+
+def _store_field(case: Case, name: str, src, rgb, images: Path) -> Field:
+    """The field as a :class:`Field` of the case: its file's bytes when a browser can show them; a
+    TIFF (or other) field as PNG; a slide region, which has no file of its own and may be one of
+    hundreds, as JPEG of quality 95 (the detected cells' crops were cut from the full pixels
+    already; only a box a reviewer draws later is cut from this copy)."""
+    import cv2
+
+    if isinstance(src, Path) and src.suffix.lower() in _BROWSER_FORMATS:
+        sha, rel = _store_image(src, images)
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        region = not isinstance(src, Path)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]) if region else cv2.imencode(".png", bgr)
+        sha, rel = store_bytes(buf.tobytes(), ".jpg" if region else ".png", images)
+    field = Field(name=name, image_sha256=sha, image_file=rel, width=int(rgb.shape[1]), height=int(rgb.shape[0]))
+    case.fields.append(field)
+    return field
+
+
+def store_bytes(data: bytes, suffix: str, images: Path) -> tuple[str, str]:
+    """Write ``data`` into the content-addressed image folder (once; written to a temporary name
+    and renamed); returns (SHA-256, path relative to ``images``)."""
     sha = hashlib.sha256(data).hexdigest()
     rel = f"{sha[:2]}/{sha}{suffix}"
     dst = images / rel
@@ -120,13 +158,20 @@ def import_results(
     with cells_csv.open(newline="", encoding="utf-8") as fh:
         # classified cells only (a field without white cells has an ok row but no prediction)
         rows = [r for r in csv.DictReader(fh) if r["status"] == "ok" and r["predicted_class"]]
+    fields: dict[str, tuple[Field, object]] = {}  # field name -> (stored field, its pixels)
     for r in rows:
         field_mode = bool(r.get("image")) and r["path"] != r["image"]
         src = _locate(r["image"] if field_mode else r["path"], rd)
         if src is None:
             raise DataError(f"{r['path']}: cell image not found (import from the folder analyze ran in)")
-        if field_mode:  # a cell detected in a field or a slide tile: stored as its crop
-            sha, rel = _store_bytes(_field_cell_png(src, r), ".png", images)
+        field, box = None, None
+        if field_mode:  # a cell detected in a field or a slide tile: stored as its crop, the field once
+            if r["image"] not in fields:
+                rgb = _read_field(src, r["path"])
+                fields[r["image"]] = (_store_field(case, r["image"], src, rgb, images), rgb)
+            field, rgb = fields[r["image"]]
+            box = (int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]))
+            sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
         else:
             sha, rel = _store_image(src, images)
         conf = float(r["confidence"])
@@ -140,6 +185,8 @@ def import_results(
                 confidence=conf,
                 prediction_set=r.get("prediction_set", ""),
                 review_flag=flag,
+                field=field,
+                box=",".join(map(str, box)) if box else None,
             )
         )
     db.flush()
@@ -181,17 +228,24 @@ def export_labels(
     ``path`` is the stored image (absolute), ``patient_id`` the case name, so that
     ``leukomorph train-classifier --datasets manifest.csv`` keeps each case on one side of a split.
     Only cells a reviewer confirmed or relabelled are written (by default only from signed cases),
-    never those excluded as artefacts nor cells a reviewer added to another cell's image.
-    Returns the number of rows.
+    never those excluded as artefacts nor cells a reviewer added to another cell's image (a cell
+    a reviewer drew on a field has a crop of its own and is written). Returns the number of rows.
     """
+    from sqlalchemy import or_
+
     from .db import Case, Cell
 
     images = image_dir(data_dir).resolve()
     q = (
         select(Cell, Case)
         .join(Case, Cell.case_id == Case.id)
-        # an artefact is no class to learn; an added cell's image is its neighbour's crop
-        .where(Cell.label.is_not(None), Cell.label != ARTEFACT, Cell.predicted != ADDED_BY_REVIEWER)
+        # an artefact is no class to learn; an added cell's image is its neighbour's crop, unless it
+        # was drawn on its field (a box of its own)
+        .where(
+            Cell.label.is_not(None),
+            Cell.label != ARTEFACT,
+            or_(Cell.predicted != ADDED_BY_REVIEWER, Cell.box.is_not(None)),
+        )
     )
     if signed_only:
         q = q.where(Case.status == "signed")
