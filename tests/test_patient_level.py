@@ -495,6 +495,9 @@ def test_unfamiliar_images_make_case_scores_not_applicable(tiny_case_model):
     # the rules then fall back to the promyelocyte count, never to the learned score
     sug = suggest(differential(cells), cells, case_scores={"apl_vs_aml": off})
     assert not sug.details["apl_vs_aml_used"]
+    # hard cells of the training sites (v0.9.4): applicable, with the reason noted
+    hard = case_scores([str(tiny_case_model)], model, cells, note="hard cells")["apl_vs_aml"]
+    assert hard["applicable"] and hard["applicability_note"] == "hard cells"
 
 
 def test_mil_seed_bag_averages_member_logits():

@@ -678,3 +678,33 @@ def test_a_reviewer_draws_a_cell_the_detector_missed(field_store, tmp_path):
         stored = str((data / "images" / drawn.image_file).resolve())
     rows = {r["path"]: r for r in csv.DictReader((tmp_path / "labels.csv").open())}
     assert rows[stored]["label"] == "blast" and rows[stored]["predicted"] == "added_by_reviewer"
+
+
+def test_case_view_shows_the_evidence_cells_and_the_sandboxed_analysis_report(store, tmp_path):
+    """The AI suggestion's evidence cells get their own gallery (after the review queue), and the
+    analysis's report.html, stored at import, is served with a sandboxing CSP."""
+    url, data, case_id, factory = store
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    paths = [r["path"] for r in csv.DictReader((out / "cells.csv").open()) if r["predicted_class"]][:2]
+    res["suggestion"]["evidence_cells"] = [*paths, "not-a-cell-of-this-case.png"]
+    res["case"] = "with-evidence"
+    (out / "results.json").write_text(json.dumps(res))
+    with factory() as s:
+        other = import_results(s, out, data).id
+    c, *_ = _open_case(store)
+    page = c.get(f"/cases/{other}").text
+    gallery = page.split('id="evidence">')[1].split("</div>\n")[0]
+    assert "Evidence for the AI suggestion (2)" in page and gallery.count('class="cell') == 2
+    assert page.index('id="queue"') < page.index('id="evidence"')  # the queue stays first for the keyboard
+    r = c.get(f"/cases/{other}/analysis-report")
+    assert r.status_code == 200 and "<h2>" in r.text and r.text == (out / "report.html").read_text()
+    assert r.headers["content-security-policy"].startswith("sandbox; default-src 'none'")
+    assert "script-src 'self'" in c.get(f"/cases/{other}").headers["content-security-policy"]
+    with factory() as s:  # a case imported before v0.9.4 has no stored report
+        from leukomorph.review.db import Case
+
+        s.get(Case, case_id).report_file = None
+        s.commit()
+    assert c.get(f"/cases/{case_id}/analysis-report").status_code == 404
+    assert "Analysis report" not in c.get(f"/cases/{case_id}").text

@@ -384,6 +384,33 @@ def test_unfamiliar_scale_alone_stays_with_the_cell_model(tmp_path, monkeypatch)
     assert res.model["classified_by"]["name"] == "primary"
 
 
+def test_hard_cells_of_the_training_sites_keep_the_case_scores_applicable(tmp_path, monkeypatch):
+    """v0.9.4: unsure at every zoom (the search keeps 1) with the training sites' background colour:
+    hard cells, not another camera, so the case is not returned as unfamiliar and the scale record
+    says why; with the colour unchecked (no model for unfamiliar cases) or another zoom chosen, the
+    case stays unfamiliar and its learned scores not applicable."""
+    import leukomorph.pipeline as pl
+    from leukomorph.classify.scale import ZoomChoice
+    from leukomorph.pipeline import AnalyzeConfig, _cell_scale, classify_crops
+
+    keep = {"zoom": 1.0}
+    monkeypatch.setattr(
+        pl, "search_zoom", lambda model, crops, native, tta=None, gate=1.2: ZoomChoice(keep["zoom"], native, gate, True)
+    )
+    base = dict(attributes=None, case_models=(), saliency=False, conformal=False, confusion_correction=False)
+    paths = _bg_crops(tmp_path, PINK)
+    model = _primary_with_fallback(tmp_path)
+    kw = dict(batch_size=16, tta="none")
+    preds = classify_crops(model, [pl._read(p).pixels for p in paths], paths, **kw)
+    _, info, unfamiliar, _ = _cell_scale(model, preds, AnalyzeConfig(**base), None, "c", **kw)
+    assert unfamiliar is None and "hard to classify" in info["case_scores_note"] and info["zoom"] == 1.0
+    _, info, unfamiliar, _ = _cell_scale(model, preds, AnalyzeConfig(**base, unfamiliar_model=False), None, "c", **kw)
+    assert unfamiliar is not None and "case_scores_note" not in info  # colour not checked
+    keep["zoom"] = 0.5
+    _, info, unfamiliar, _ = _cell_scale(model, preds, AnalyzeConfig(**base), None, "c", **kw)
+    assert unfamiliar is not None and "case_scores_note" not in info  # another magnification fits better
+
+
 def test_model_for_unfamiliar_cases_must_share_the_classes(tmp_path):
     from leukomorph.classify.scale import classify_unfamiliar
 

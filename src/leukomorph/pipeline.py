@@ -351,14 +351,19 @@ def _saliency(
 
 
 def case_scores(
-    names: Sequence, cell_model, preds: Sequence[CellPrediction], unfamiliar: str | None = None
+    names: Sequence,
+    cell_model,
+    preds: Sequence[CellPrediction],
+    unfamiliar: str | None = None,
+    note: str | None = None,
 ) -> dict[str, dict]:
     """Scores of the learned case models, keyed by target (e.g. ``apl_vs_aml``).
 
     A case model fitted on another cell model's probabilities is not applied: its entry says why
     (probability null). Missing or corrupt model files raise, as for the cell model. ``unfamiliar``
     (why the images look unlike the cell model's training images) marks every score not applicable,
-    whatever the case model's own applicability check says: the rules then do not use it.
+    whatever the case model's own applicability check says: the rules then do not use it. ``note``
+    (without ``unfamiliar``): why a case with hard cells is still in the score's domain.
     """
     out: dict[str, dict] = {}
     card = getattr(cell_model, "card", None)
@@ -399,8 +404,8 @@ def case_scores(
                 evidence_cells=[preds[i].source for i in top],
                 status="ok",
             )
-            if unfamiliar is not None:
-                entry["applicability_note"] = unfamiliar
+            if unfamiliar is not None or note is not None:
+                entry["applicability_note"] = unfamiliar if unfamiliar is not None else note
         out[cm.target] = entry
     return out
 
@@ -467,7 +472,10 @@ def _cell_scale(
     sites' (:func:`~leukomorph.classify.scale.route_unfamiliar`) goes to the model the card names for
     such cases (:func:`~leukomorph.classify.scale.classify_unfamiliar`) when there is one and
     ``config.unfamiliar_model``; otherwise it is re-classified at the zoom
-    :func:`~leukomorph.classify.scale.search_zoom` chooses (only when that is not 1).
+    :func:`~leukomorph.classify.scale.search_zoom` chooses (only when that is not 1). A case whose
+    colour was checked and is the training sites', and which the search leaves at zoom 1, has hard
+    cells rather than another camera: it is not returned as unfamiliar (its scale record says so,
+    ``case_scores_note``; v0.9.4).
     ``classify``: the keyword arguments of the ordinary :func:`classify_crops` call."""
     native = mean_entropy(np.array([p.probabilities for p in preds])) if preds else 0.0
     gate = model_entropy_gate(model)
@@ -529,6 +537,15 @@ def _cell_scale(
     out = choice.to_dict()
     if shift is not None:
         out["stain_shift"] = shift.to_dict()
+        if unfamiliar is not None and not shift.shifted and choice.zoom == 1.0:
+            # hard cells, not another camera: the colour is the training sites' and no other
+            # magnification fits better, so the learned case scores stay applicable (v0.9.4)
+            out["case_scores_note"] = (
+                f"the cells are hard to classify (mean prediction entropy {native:.2f} > {gate:g}), but the slide "
+                "background has the training sites' colour and no other magnification fits them better: the case "
+                "is in the score's domain"
+            )
+            unfamiliar = None
     return preds, out, unfamiliar, model
 
 
@@ -915,7 +932,9 @@ def run_case(
         diff = dataclasses.replace(diff, corrected=corrected_differential(counts, confusion, model.classes).to_dict())
     # case models are fitted on the cell model's outputs: a case classified by the model for
     # unfamiliar cases is scored on the cell model's own (native) outputs, marked not applicable
-    scores = case_scores(case_models, model, native_preds if switched else preds, unfamiliar)
+    scores = case_scores(
+        case_models, model, native_preds if switched else preds, unfamiliar, scale_info.get("case_scores_note")
+    )
     if field_model is not None:
         scores[field_model.raw.get("target", "all_subtype")] = field_case_score(field_model, field_status, field_info)
     sug = suggest(diff, preds, config.rules, scores, attrs)

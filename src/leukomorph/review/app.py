@@ -105,9 +105,10 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         resp = await call_next(request)
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Content-Security-Policy"] = (
+        resp.headers.setdefault(  # a route may set a stricter one (the stored analysis report)
+            "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
         )
         return resp
 
@@ -238,6 +239,10 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             by_class[x.current].append(x)
         galleries = [(k, by_class[k]) for k in REVIEW_LABELS if by_class.get(k)]
         on_field = Counter(x.field_id for x in cells if x.current != ARTEFACT)
+        by_path = {x.path: x for x in cells}
+        evidence = [
+            by_path[p] for p in ((c.results or {}).get("suggestion") or {}).get("evidence_cells", []) if p in by_path
+        ]
         reports = s.scalars(select(SignedReport).where(SignedReport.case_id == c.id).order_by(SignedReport.version))
         return render(
             "case.html.j2",
@@ -260,6 +265,24 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 counts_of(cells), (c.results or {}).get("case_scores"), findings_of(cells)
             ),
             fields=[(f, on_field[f.id]) for f in c.fields],
+            evidence=evidence,
+        )
+
+    @app.get("/cases/{case_id}/analysis-report", response_class=HTMLResponse)
+    def analysis_report(case_id: int, sess: LoginSession = Depends(current), s: Session = Depends(db)):
+        """The analysis's own report.html (saliency maps, counting statistics, case scores), as
+        imported; sandboxed: no script runs and nothing is fetched, whatever the file holds."""
+        c = _case(s, case_id)
+        if not c.report_file:
+            raise HTTPException(
+                status_code=404, detail="no analysis report stored for this case (imported before v0.9.4?)"
+            )
+        html = _stored_file(c.report_file).read_text(encoding="utf-8")
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+            },
         )
 
     @app.get("/cells/{cell_id}/image")

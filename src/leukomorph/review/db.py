@@ -75,6 +75,8 @@ class Case(Base):
     source: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | signed
     results: Mapped[dict] = mapped_column(JSON)  # results.json of the analysis, as imported
+    #: the analysis's report.html, stored at import (revision 0005; None before, or when absent)
+    report_file: Mapped[str | None] = mapped_column(String(200), nullable=True)
     cells: Mapped[list[Cell]] = relationship(back_populates="case", order_by="Cell.id")
     fields: Mapped[list[Field]] = relationship(back_populates="case", order_by="Field.id")
 

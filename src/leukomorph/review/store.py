@@ -141,8 +141,9 @@ def import_results(
 ) -> Case:
     """Import one ``analyze`` output folder (cells.csv + results.json) as a case.
 
-    Cell images are copied into the store by content hash (the originals are never touched). A
-    case name already in the store is refused.
+    Cell images are copied into the store by content hash (the originals are never touched), and
+    so are the fields of a field-mode case and the analysis's report.html. A case name already in
+    the store is refused.
     """
     rd = Path(results_dir)
     cells_csv, results_json = rd / "cells.csv", rd / "results.json"
@@ -154,6 +155,8 @@ def import_results(
         raise DataError(f"case {case_name!r} is already in the store (import it under another name with --name)")
     images = image_dir(data_dir)
     case = Case(name=case_name, source=str(rd.resolve()), results=results)
+    if (rd / "report.html").is_file():  # self-contained (saliency maps included): shown beside the case
+        case.report_file = store_bytes((rd / "report.html").read_bytes(), ".html", images)[1]
     db.add(case)
     with cells_csv.open(newline="", encoding="utf-8") as fh:
         # classified cells only (a field without white cells has an ok row but no prediction)

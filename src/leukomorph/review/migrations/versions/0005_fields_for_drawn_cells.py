@@ -1,5 +1,5 @@
 """fields: the smear fields of a field-mode case, and each cell's field and box, so that a reviewer
-can draw a box around a white cell the detector missed
+can draw a box around a white cell the detector missed; cases: the analysis's report.html
 
 Revision ID: 0005
 Revises: 0004
@@ -28,6 +28,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("case_id", "name"),
     )
     op.create_index("ix_fields_case_id", "fields", ["case_id"])
+    # plain ADD COLUMN (nullable): rebuilding cases would fight the foreign keys that point at it
+    op.add_column("cases", sa.Column("report_file", sa.String(length=200), nullable=True))
     # cells already there keep NULL: crops, and field cells imported before 0005 (no field stored)
     with op.batch_alter_table("cells", schema=None) as batch_op:
         batch_op.add_column(sa.Column("field_id", sa.Integer(), nullable=True))
@@ -42,5 +44,7 @@ def downgrade() -> None:
         batch_op.drop_constraint("fk_cells_field_id", type_="foreignkey")
         batch_op.drop_column("box")
         batch_op.drop_column("field_id")
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.drop_column("report_file")
     op.drop_index("ix_fields_case_id", table_name="fields")
     op.drop_table("fields")
