@@ -168,7 +168,7 @@ def test_analyze_fields_with_the_learned_detector(tmp_path):
     assert {"red_blood_cell", "platelet"} & {c["name"] for c in coco["categories"]}
     # the review store takes field-mode cases: each detected cell is stored as its crop
     r = CliRunner().invoke(app, ["import", str(out), "--data-dir", str(tmp_path / "store")])
-    assert r.exit_code == 0 and "2 cells" in r.output, r.output
+    assert r.exit_code == 0 and "(2 cells, 2 fields)" in r.output, r.output
     stored = [p for p in (tmp_path / "store").rglob("*.png")]
     assert len(stored) == 2
 

@@ -188,7 +188,7 @@ def test_analyze_slides_counts_each_white_cell_once_in_slide_coordinates(slide, 
     assert run["config"]["slides"] is True and run["config"]["fields"] is True
     assert run["slides"] == [{"path": str(slide), "quickhash": sl["quickhash"], "vendor": "generic-tiff"}]
     r = CliRunner().invoke(app, ["import", str(out), "--data-dir", str(tmp_path / "store")])
-    assert r.exit_code == 0 and "(12 cells)" in r.output, r.output  # cells cut from the slide for review
+    assert r.exit_code == 0 and "(12 cells, 2 fields)" in r.output, r.output  # cells cut from the slide for review
     # each tile a cell was counted in is kept as a JPEG (a region has no file of its own), for drawing missed cells
     from leukomorph.review.db import Cell, Field, make_engine
 

@@ -441,6 +441,12 @@ _DATA_DIR_HELP = "Review store folder (default $LEUKOMORPH_HOME or ~/.local/shar
 _DB_HELP = "SQLAlchemy database URL (default: SQLite file in the data folder; postgresql://... supported)."
 
 
+def _imported(case) -> str:
+    """What an import stored: cells, and fields where the case has them."""
+    n = len(case.fields)
+    return f"{len(case.cells)} cells" + (f", {n} field{'s' if n != 1 else ''}" if n else "")
+
+
 @app.command("import")
 def import_cmd(
     results_dir: Path = typer.Argument(
@@ -463,7 +469,7 @@ def import_cmd(
     with _review_store(data_dir, db_url) as (home, s):
         if not batch:
             case = import_results(s, results_dir, home, name)
-            console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+            console.print(f"imported case {case.name!r} ({_imported(case)}) into {home}")
             return
         code = EXIT_OK
         for case_name, folder, status in batch_cases(results_dir):
@@ -478,7 +484,7 @@ def import_cmd(
                 console.print(f"[yellow]skipped[/yellow] case {case_name!r}: {exc}")
                 code = EXIT_SKIPPED
                 continue
-            console.print(f"imported case {case.name!r} ({len(case.cells)} cells) into {home}")
+            console.print(f"imported case {case.name!r} ({_imported(case)}) into {home}")
     raise typer.Exit(code)
 
 
