@@ -36,6 +36,7 @@ from .summary import (
     csv_safe,
     differential_from_counts,
     differential_of,
+    findings_from,
     findings_of,
     findings_summary,
     reviewed_suggestion,
@@ -210,18 +211,16 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         return render("cases.html.j2", rows=rows, user=sess.user, csrf=sess.csrf)
 
     def _findings_by_case(s: Session, case_id: int | None = None) -> dict[int, dict[str, list[str]]]:
-        """Case id -> the cells (paths) carrying each recorded finding, artefacts left out, as
-        :func:`findings_of` gives them; reads three columns of the cells that carry one."""
+        """Case id -> :func:`findings_of` its cells, reading two columns of the cells that carry a finding."""
         q = select(Cell.case_id, Cell.path, Cell.findings).where(
             Cell.findings != "", func.coalesce(Cell.label, Cell.predicted) != ARTEFACT
         )
         if case_id is not None:
             q = q.where(Cell.case_id == case_id)
-        on: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        rows: dict[int, list[tuple[str, str]]] = defaultdict(list)
         for cid, path, found in s.execute(q.order_by(Cell.id)):
-            for f in found.split("|"):
-                on[cid][f].append(path)
-        return {cid: {k: v[k] for k in FINDINGS if v.get(k)} for cid, v in on.items()}
+            rows[cid].append((path, found))
+        return {cid: findings_from(r) for cid, r in rows.items()}
 
     def _case(s: Session, case_id: int) -> Case:
         c = s.get(Case, case_id)
@@ -323,7 +322,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             case=field.case,
             field=field,
             cells=[(c, c.box_xyxy) for c in cells if c.box_xyxy],
-            classes=[c for c in CLASSES],
+            classes=list(CLASSES),
             prev_id=ids[at - 1] if at else None,
             next_id=ids[at + 1] if at + 1 < len(ids) else None,
             at=at + 1,
@@ -433,7 +432,8 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         return {"cell": {"id": cell_id, "label": label, "version": new_version}, **_case_state(s, cell.case_id)}
 
     def _case_state(s: Session, case_id: int) -> dict:
-        """The case's differential from its current classes, and its flagged cells not yet reviewed."""
+        """The case's differential from its current classes, its flagged cells not yet reviewed, the
+        rules on the reviewed labels and findings, and the findings recorded."""
         current_class = func.coalesce(Cell.label, Cell.predicted)
         counts = dict(
             s.execute(select(current_class, func.count()).where(Cell.case_id == case_id).group_by(current_class)).all()
@@ -443,12 +443,12 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             .select_from(Cell)
             .where(Cell.case_id == case_id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
         )
+        found = _findings_by_case(s, case_id).get(case_id, {})
         return {
             "differential": differential_from_counts(counts),
             "unreviewed_flagged": todo,
-            "after_review": reviewed_suggestion(
-                counts, _case_scores(s, case_id), _findings_by_case(s, case_id).get(case_id)
-            ),
+            "after_review": reviewed_suggestion(counts, _case_scores(s, case_id), found),
+            "findings": findings_summary(found),
         }
 
     scores_of: dict[int, dict | None] = {}  # case id -> its analysis's case scores (fixed at import)
@@ -479,9 +479,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 raise HTTPException(status_code=409, detail="cell changed meanwhile; reload")
             s.add(_cell_event(sess, cell.case_id, cell.id, "finding", before, after))
             s.commit()
-        with_findings = list(s.scalars(select(Cell).where(Cell.case_id == cell.case_id, Cell.findings != "")))
-        state = _case_state(s, cell.case_id)
-        return {"cell": {"id": cell_id, "findings": now_on}, "findings": findings_summary(with_findings), **state}
+        return {"cell": {"id": cell_id, "findings": now_on}, **_case_state(s, cell.case_id)}
 
     @app.post("/api/cells/{cell_id}/add")
     def add_cell(

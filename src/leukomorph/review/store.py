@@ -99,7 +99,7 @@ def cell_crop_png(rgb, box: tuple[int, int, int, int]) -> bytes:
     return buf.tobytes()
 
 
-#: field images a browser shows as they are; others (TIFF, slide regions) are stored as PNG
+#: field images a browser shows as they are (others: :func:`_store_field`)
 _BROWSER_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
 
@@ -161,7 +161,8 @@ def import_results(
     with cells_csv.open(newline="", encoding="utf-8") as fh:
         # classified cells only (a field without white cells has an ok row but no prediction)
         rows = [r for r in csv.DictReader(fh) if r["status"] == "ok" and r["predicted_class"]]
-    fields: dict[str, tuple[Field, object]] = {}  # field name -> (stored field, its pixels)
+    fields: dict[str, Field] = {}  # field name -> stored field
+    pixels: tuple[str, object] = ("", None)  # the last field read (cells.csv lists a field's cells together)
     for r in rows:
         field_mode = bool(r.get("image")) and r["path"] != r["image"]
         src = _locate(r["image"] if field_mode else r["path"], rd)
@@ -169,10 +170,12 @@ def import_results(
             raise DataError(f"{r['path']}: cell image not found (import from the folder analyze ran in)")
         field, box = None, None
         if field_mode:  # a cell detected in a field or a slide tile: stored as its crop, the field once
+            if pixels[0] != r["image"]:  # one field's pixels in memory at a time (a slide has dozens)
+                pixels = (r["image"], _read_field(src, r["path"]))
+            rgb = pixels[1]
             if r["image"] not in fields:
-                rgb = _read_field(src, r["path"])
-                fields[r["image"]] = (_store_field(case, r["image"], src, rgb, images), rgb)
-            field, rgb = fields[r["image"]]
+                fields[r["image"]] = _store_field(case, r["image"], src, rgb, images)
+            field = fields[r["image"]]
             box = (int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]))
             sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
         else:

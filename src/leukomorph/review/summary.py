@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 
 from ..aggregate import RULES_VERSION, suggest
 from ..aggregate.differential import differential_from_counts as core_differential
@@ -17,6 +18,7 @@ __all__ = [
     "csv_safe",
     "differential_from_counts",
     "differential_of",
+    "findings_from",
     "findings_of",
     "findings_summary",
     "reviewed_suggestion",
@@ -42,17 +44,24 @@ def reviewed_suggestion(
 
 def findings_of(cells: list[Cell]) -> dict[str, list[str]]:
     """The cells (paths) carrying each recorded finding, artefacts left out (FINDINGS order)."""
+    return findings_from((c.path, c.findings) for c in cells if c.current != ARTEFACT)
+
+
+def findings_from(rows: Iterable[tuple[str, str | None]]) -> dict[str, list[str]]:
+    """:func:`findings_of` from (path, "|"-joined findings) pairs, e.g. two columns of a query."""
     on: dict[str, list[str]] = defaultdict(list)
-    for c in cells:
-        if c.current != ARTEFACT:
-            for f in c.finding_list:
-                on[f].append(c.path)
+    for path, found in rows:
+        for f in (found or "").split("|"):
+            if f:
+                on[f].append(path)
     return {k: on[k] for k in FINDINGS if on[k]}
 
 
-def findings_summary(cells: list[Cell]) -> list[dict]:
-    """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out)."""
-    return [{"finding": k, "name": FINDINGS[k], "cells": len(v)} for k, v in findings_of(cells).items()]
+def findings_summary(cells: list[Cell] | dict[str, list[str]]) -> list[dict]:
+    """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out),
+    from the cells or from what :func:`findings_of` made of them."""
+    found = cells if isinstance(cells, dict) else findings_of(cells)
+    return [{"finding": k, "name": FINDINGS[k], "cells": len(v)} for k, v in found.items()]
 
 
 def csv_safe(text: str) -> str:
