@@ -40,3 +40,42 @@ def _own_leukomorph_home(tmp_path_factory, monkeypatch):
         str(tmp_path_factory.getbasetemp())
     ):
         monkeypatch.setenv("LEUKOMORPH_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture
+def analysed_store():
+    """A function: analyze ``args`` (in the current folder, output ``out``) and import the result into
+    a fresh SQLite review store ``tmp_path/store`` with the users given (name -> (password, role));
+    returns (database URL, store folder, case id, session factory)."""
+
+    def make(tmp_path: Path, args: list[str], users: dict[str, tuple[str, str]]):
+        from typer.testing import CliRunner
+
+        from leukomorph.cli.main import app as cli
+        from leukomorph.review.db import make_engine
+        from leukomorph.review.store import add_user, import_results
+
+        r = CliRunner().invoke(cli, ["analyze", *args, "--out", "out"])
+        assert r.exit_code == 0, r.output
+        data = tmp_path / "store"
+        data.mkdir()
+        url = f"sqlite:///{data / 'review.sqlite'}"
+        _, factory = make_engine(url)
+        with factory() as s:
+            case_id = import_results(s, tmp_path / "out", data).id
+            for name, (pw, role) in users.items():
+                add_user(s, name, pw, role)
+        return url, data, case_id, factory
+
+    return make
+
+
+@pytest.fixture
+def field_case_dir(tmp_path) -> Path:
+    """``tmp_path/fields`` holding one PBC smear field (``f1.webp``)."""
+    import shutil
+
+    d = tmp_path / "fields"
+    d.mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "fields" / "field_pbc.webp", d / "f1.webp")
+    return d

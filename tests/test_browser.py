@@ -24,24 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(tmp_path, analyze_args: list[str]):
-    """Analyze, import into a fresh store, start the app on a free port; yields (base URL, case id)."""
+def _serve(store):
+    """Start the app on a free port for an analysed store; yields (base URL, case id)."""
     import uvicorn
-    from typer.testing import CliRunner
 
-    from leukomorph.cli.main import app as cli
     from leukomorph.review.app import create_app
-    from leukomorph.review.db import make_engine
-    from leukomorph.review.store import add_user, import_results
 
-    assert CliRunner().invoke(cli, ["analyze", *analyze_args, "--out", "out"]).exit_code == 0
-    data = tmp_path / "store"
-    data.mkdir()
-    url = f"sqlite:///{data / 'review.sqlite'}"
-    _, factory = make_engine(url)
-    with factory() as s:
-        case_id = import_results(s, tmp_path / "out", data).id
-        add_user(s, "hema", "browser-test-pw", "hematologist")
+    url, data, case_id, _ = store
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(url, data), host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -55,32 +44,38 @@ def _serve(tmp_path, analyze_args: list[str]):
     t.join(5)
 
 
+USERS = {"hema": ("browser-test-pw", "hematologist")}
+
+
 @pytest.fixture
-def server(sample_dir, tmp_path, monkeypatch):
+def server(sample_dir, tmp_path, monkeypatch, analysed_store):
     shutil.copytree(sample_dir, tmp_path / "cells")
     monkeypatch.chdir(tmp_path)
-    yield from _serve(tmp_path, ["cells", "--case", "demo"])
+    yield from _serve(analysed_store(tmp_path, ["cells", "--case", "demo"], USERS))
 
 
 @pytest.fixture
-def field_server(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    (tmp_path / "fields").mkdir()
-    shutil.copy(Path(__file__).parent / "fixtures" / "fields" / "field_pbc.webp", tmp_path / "fields" / "f1.webp")
+def field_server(tmp_path, monkeypatch, analysed_store, field_case_dir):
     monkeypatch.chdir(tmp_path)
-    yield from _serve(tmp_path, ["fields", "--fields", "--case", "smear", "--morphometrics", "none"])
+    args = ["fields", "--fields", "--case", "smear", "--morphometrics", "none"]
+    yield from _serve(analysed_store(tmp_path, args, USERS))
+
+
+def _logged_in(p, base: str):
+    """A chromium page logged in as the hematologist (browser, page)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(base + "/login")
+    page.fill("input[name=username]", "hema")
+    page.fill("input[name=password]", USERS["hema"][0])
+    page.click("button")
+    return browser, page
 
 
 def test_login_relabel_with_keyboard_signout_and_audit(server, tmp_path):
     base, case_id = server
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "hema")
-        page.fill("input[name=password]", "browser-test-pw")
-        page.click("button")
+        browser, page = _logged_in(p, base)
         page.click(f"a[href='/cases/{case_id}']")
         page.wait_for_selector(".cell.focus")
         blast_before = page.inner_text("#blast")
@@ -147,12 +142,7 @@ def test_drawing_a_missed_cell_on_a_field(field_server):
     """The field page: drag a box on the image, choose the class, add: the page shows one more box."""
     base, case_id = field_server
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(base + "/login")
-        page.fill("input[name=username]", "hema")
-        page.fill("input[name=password]", "browser-test-pw")
-        page.click("button")
+        browser, page = _logged_in(p, base)
         page.goto(f"{base}/cases/{case_id}")
         page.click("a.fieldlink")
         page.wait_for_selector("#ov")

@@ -23,22 +23,11 @@ PW = "correct horse battery"
 
 
 @pytest.fixture
-def store(sample_dir, tmp_path, monkeypatch):
-    src = tmp_path / "cells"
-    shutil.copytree(sample_dir, src)
+def store(sample_dir, tmp_path, monkeypatch, analysed_store):
+    shutil.copytree(sample_dir, tmp_path / "cells")
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "demo"])
-    assert r.exit_code == 0, r.output
-    data = tmp_path / "store"
-    url = f"sqlite:///{data / 'review.sqlite'}"
-    data.mkdir()
-    _, factory = make_engine(url)
-    with factory() as s:
-        case = import_results(s, tmp_path / "out", data)
-        add_user(s, "hema", PW, "hematologist")
-        add_user(s, "tech", PW, "technologist")
-        case_id = case.id
-    return url, data, case_id, factory
+    users = {"hema": (PW, "hematologist"), "tech": (PW, "technologist")}
+    return analysed_store(tmp_path, ["cells", "--case", "demo"], users)
 
 
 def _login(client, user="hema", pw=PW):
@@ -598,26 +587,11 @@ def test_pages_escape_user_supplied_names(store, tmp_path):
 
 
 @pytest.fixture
-def field_store(tmp_path, monkeypatch):
+def field_store(tmp_path, monkeypatch, analysed_store, field_case_dir):
     """A field-mode case (one PBC smear field, its detected white cells) in a fresh store."""
-    from pathlib import Path
-
-    src = tmp_path / "fields"
-    src.mkdir()
-    shutil.copy(Path(__file__).parent / "fixtures" / "fields" / "field_pbc.webp", src / "f1.webp")
     monkeypatch.chdir(tmp_path)
-    args = ["analyze", "fields", "--fields", "--out", "out", "--case", "smear", "--morphometrics", "none"]
-    r = CliRunner().invoke(cli, args)
-    assert r.exit_code == 0, r.output
-    data = tmp_path / "store"
-    data.mkdir()
-    url = f"sqlite:///{data / 'review.sqlite'}"
-    _, factory = make_engine(url)
-    with factory() as s:
-        case_id = import_results(s, tmp_path / "out", data).id
-        add_user(s, "hema", PW, "hematologist")
-        add_user(s, "tech", PW, "technologist")
-    return url, data, case_id, factory
+    users = {"hema": (PW, "hematologist"), "tech": (PW, "technologist")}
+    return analysed_store(tmp_path, ["fields", "--fields", "--case", "smear", "--morphometrics", "none"], users)
 
 
 def test_a_reviewer_draws_a_cell_the_detector_missed(field_store, tmp_path):

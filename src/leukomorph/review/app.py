@@ -361,21 +361,8 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
 
             rgb = read_image(_stored_file(field.image_file)).pixels
             sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
-            new = Cell(
-                case_id=field.case_id,
-                path=path,
-                image_sha256=sha,
-                image_file=rel,
-                predicted=ADDED_BY_REVIEWER,
-                confidence=0.0,
-                prediction_set="",
-                review_flag=False,
-                label=label,
-                reviewed_by=sess.user.username,
-                reviewed_at=now(),
-                version=1,
-                field_id=field.id,
-                box=",".join(map(str, box)),
+            new = _reviewers_cell(
+                sess, field.case_id, path, sha, rel, label, field_id=field.id, box=",".join(map(str, box))
             )
             s.add(new)
             s.flush()
@@ -383,6 +370,25 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             s.commit()
             new_id, case_id = new.id, field.case_id
         return {"cell": {"id": new_id, "label": label, "box": list(box)}, **_case_state(s, case_id)}
+
+    def _reviewers_cell(sess: LoginSession, case_id: int, path: str, sha: str, rel: str, label: str, **where) -> Cell:
+        """A cell a reviewer added (no model output: ``predicted`` is ADDED_BY_REVIEWER), labelled
+        and reviewed by them now; ``where``: its field and box when drawn on a field."""
+        return Cell(
+            case_id=case_id,
+            path=path,
+            image_sha256=sha,
+            image_file=rel,
+            predicted=ADDED_BY_REVIEWER,
+            confidence=0.0,
+            prediction_set="",
+            review_flag=False,
+            label=label,
+            reviewed_by=sess.user.username,
+            reviewed_at=now(),
+            version=1,
+            **where,
+        )
 
     def _may_edit(request: Request, sess: LoginSession, label: str, allowed, what: str, kind: str = "class") -> str:
         """The label, once the request carries its CSRF token, the user's role may ``what`` and the
@@ -497,20 +503,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
                 s.scalars(select(Cell.path).where(Cell.case_id == cell.case_id, Cell.predicted == ADDED_BY_REVIEWER))
             )
             k = next(i for i in range(1, len(taken) + 2) if f"{base} +{i}" not in taken)
-            new = Cell(
-                case_id=cell.case_id,
-                path=f"{base} +{k}",
-                image_sha256=cell.image_sha256,
-                image_file=cell.image_file,
-                predicted=ADDED_BY_REVIEWER,
-                confidence=0.0,
-                prediction_set="",
-                review_flag=False,
-                label=label,
-                reviewed_by=sess.user.username,
-                reviewed_at=now(),
-                version=1,
-            )
+            new = _reviewers_cell(sess, cell.case_id, f"{base} +{k}", cell.image_sha256, cell.image_file, label)
             s.add(new)
             s.flush()
             s.add(_cell_event(sess, cell.case_id, new.id, "add_cell", cell.path, label))
