@@ -460,8 +460,14 @@ def test_postgresql_store_review_flow(postgres_url, tmp_path, sample_dir, monkey
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(cli, ["analyze", "cells", "--out", "out", "--case", "pg"]).exit_code == 0
     engine, factory = make_engine(url)
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from leukomorph.review.db import Base
+
     with engine.connect() as c:
         assert c.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []  # migrations = models, on PG too
     with factory() as s:
         case = import_results(s, tmp_path / "out", tmp_path / "store")
         assert len(case.cells) == 31
