@@ -651,6 +651,8 @@ def test_a_reviewer_draws_a_cell_the_detector_missed(field_store, tmp_path):
     csrf2 = _login(c2)
     _review_queue(c2, case_id, csrf2)
     assert c2.post(f"/cases/{case_id}/signout", data={"csrf": csrf2}, follow_redirects=False).status_code == 303
+    report = c2.get(f"/cases/{case_id}/reports/1").text
+    assert "f1.webp [drawn 10,20,70,100] (added by reviewer → blast)" in report  # listed in the signed report
     assert c.post(api, json={**box, "y1": 90, "label": "blast"}, headers=h_).status_code == 409  # signed
     with factory() as s:
         export_labels(s, data, tmp_path / "labels.csv")
