@@ -1,6 +1,6 @@
 """Specificity of the patient-level suggestion on healthy-donor cells (no leukemia anywhere).
 
-Usage: python benchmarks/healthy_cases.py [--cases 20] [--cells 100] [--seed 0]
+Usage: python benchmarks/healthy_cases.py [--cases 20] [--cells 100] [--seed 0] [--no-fields] [--zoom Z]
 
 PBC has no patients, so cases are built: each one draws ``--cells`` crops from the PBC crops in
 the default cell model's *test* split (healthy donors, never trained on) in a fixed white-cell
@@ -18,13 +18,13 @@ APL score (median, max), how often it reached the rules' 0.5, how often it was a
 excluded" (the score's interval over cell resampling reaching 0.5; rules 1.4). Then txl_pbc's
 smear fields, one case per source and split, through `analyze --fields`, and the same white
 cells (box truth, cut with the field crop rule) analysed as single-cell crops: each column gives
-fields \\| crops."""
+fields \\| crops. ``--zoom Z``: every crop of the mixes zoomed about its centre first, as a microscope at
+Z times the training magnification would show it (leukomorph.evaluation.reimage)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,7 @@ import numpy as np
 
 from leukomorph.data import data_root
 from leukomorph.evaluation.healthy import AS_STORED, HEALTHY_MIXES, healthy_cases
+from leukomorph.evaluation.reimage import place_crop
 from leukomorph.evaluation.runner import default_split, read_split
 from leukomorph.models import DEFAULT_CLASSIFIER, get_card
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=100, help="crops per case")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-fields", action="store_true", help="skip the smear-field section (txl_pbc)")
+    ap.add_argument("--zoom", type=float, default=1.0, help="zoom every crop of the mixes first (2: re-imaged at x2)")
     a = ap.parse_args()
     card = get_card(DEFAULT_CLASSIFIER)
     rows = [r for r in read_split(default_split(card)) if r["split"] == "test" and r["dataset"] == "pbc"]
@@ -57,7 +59,7 @@ def main() -> None:
             d = cases / f"case{n:03d}"
             d.mkdir(parents=True)
             for i, p in enumerate(picked):
-                os.symlink((root / p).resolve(), d / f"{i:03d}_{Path(p).name}")
+                place_crop(root / p, d / f"{i:03d}_{Path(p).name}", a.zoom)
             names[d.name] = mix_name
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "leukomorph.cli.main", "analyze", str(cases), "--per-folder", "--out", str(out)]
@@ -66,7 +68,8 @@ def main() -> None:
         for case, mix_name in names.items():
             by_mix.setdefault(mix_name, []).append(json.loads((out / case / "results.json").read_text()))
     head = f"model {card.name} {card.version} ({card.sha256[:12]})"
-    print(f"{head}; {a.cases} cases of {a.cells} healthy-donor crops per mix\n")
+    zoomed = f", every crop zoomed x{a.zoom:g}" if a.zoom != 1 else ""
+    print(f"{head}; {a.cases} cases of {a.cells} healthy-donor crops per mix{zoomed}\n")
     print("| mix | suggestions | APL score median (max) | score >= 0.5 | score applicable | APL not excluded |")
     print("|---|---|---:|---:|---:|---:|")
     for mix_name, results in by_mix.items():
