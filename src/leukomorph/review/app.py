@@ -192,18 +192,20 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             select(Cell.case_id, current_class, func.count()).group_by(Cell.case_id, current_class)
         ):
             counts[case_id][cls] = k
+        todo = dict(  # every case's flagged cells not yet reviewed, one query
+            s.execute(
+                select(Cell.case_id, func.count())
+                .where(Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
+                .group_by(Cell.case_id)
+            ).all()
+        )
         found = _findings_by_case(s)
         for c in s.scalars(select(Case).order_by(Case.imported.desc())):
-            todo = s.scalar(
-                select(func.count())
-                .select_from(Cell)
-                .where(Cell.case_id == c.id, Cell.review_flag.is_(True), Cell.reviewed_at.is_(None))
-            )
             rows.append(
                 {
                     "case": c,
                     "n": sum(counts[c.id].values()),
-                    "todo": todo,
+                    "todo": todo.get(c.id, 0),
                     "suggestion": c.results.get("suggestion", {}),
                     "after": reviewed_suggestion(counts[c.id], c.results.get("case_scores"), found.get(c.id)),
                 }
@@ -238,6 +240,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             by_class[x.current].append(x)
         galleries = [(k, by_class[k]) for k in REVIEW_LABELS if by_class.get(k)]
         on_field = Counter(x.field_id for x in cells if x.current != ARTEFACT)
+        found = findings_of(cells)
         by_path = {x.path: x for x in cells}
         evidence = [
             by_path[p] for p in ((c.results or {}).get("suggestion") or {}).get("evidence_cells", []) if p in by_path
@@ -259,10 +262,8 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             max_comment=MAX_COMMENT,
             finding_keys={k: FINDINGS[v] for k, v in FINDING_KEYS.items()},
             finding_codes=FINDING_KEYS,
-            findings=findings_summary(cells),
-            after_review=reviewed_suggestion(
-                counts_of(cells), (c.results or {}).get("case_scores"), findings_of(cells)
-            ),
+            findings=findings_summary(found),
+            after_review=reviewed_suggestion(counts_of(cells), (c.results or {}).get("case_scores"), found),
             fields=[(f, on_field[f.id]) for f in c.fields],
             evidence=evidence,
         )
@@ -345,22 +346,23 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         audited as ``add_cell`` (before: the field and box). Its crop is its own, so ``export-labels``
         writes it like any reviewed cell."""
         label = _may_edit(request, sess, body.label, CLASSES, "add cells")
+        field = _field(s, field_id)
+        box = (body.x0, body.y0, body.x1, body.y1)
+        if not (body.x1 <= field.width and body.y1 <= field.height):
+            raise HTTPException(status_code=422, detail=f"box outside the {field.width} x {field.height} px field")
+        if min(body.x1 - body.x0, body.y1 - body.y0) < MIN_DRAWN_BOX:
+            raise HTTPException(status_code=422, detail=f"box sides must be at least {MIN_DRAWN_BOX} px")
+        from ..io import read_image
+
+        # the crop is cut outside the writers' lock: the stored field never changes, and the
+        # content-addressed store writes the same bytes once, whoever writes them
+        rgb = read_image(_stored_file(field.image_file)).pixels
+        sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
         with write_lock:
-            field = _field(s, field_id)
-            if field.case.status == "signed":
-                raise HTTPException(status_code=409, detail="case is signed out; adding cells is closed")
-            box = (body.x0, body.y0, body.x1, body.y1)
-            if not (body.x1 <= field.width and body.y1 <= field.height):
-                raise HTTPException(status_code=422, detail=f"box outside the {field.width} x {field.height} px field")
-            if min(body.x1 - body.x0, body.y1 - body.y0) < MIN_DRAWN_BOX:
-                raise HTTPException(status_code=422, detail=f"box sides must be at least {MIN_DRAWN_BOX} px")
+            _refuse_signed(field.case, "adding cells")  # the case is first loaded here, inside the lock
             path = f"{field.name} [drawn {','.join(map(str, box))}]"
             if s.scalar(select(Cell.id).where(Cell.case_id == field.case_id, Cell.path == path)) is not None:
                 raise HTTPException(status_code=409, detail="a cell with this box is already drawn")
-            from ..io import read_image
-
-            rgb = read_image(_stored_file(field.image_file)).pixels
-            sha, rel = store_bytes(cell_crop_png(rgb, box), ".png", images)
             new = _reviewers_cell(
                 sess, field.case_id, path, sha, rel, label, field_id=field.id, box=",".join(map(str, box))
             )
@@ -410,9 +412,13 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         cell = s.get(Cell, cell_id)
         if cell is None:
             raise HTTPException(status_code=404, detail="no such cell")
-        if cell.case.status == "signed":
-            raise HTTPException(status_code=409, detail=f"case is signed out; {what} is closed")
+        _refuse_signed(cell.case, what)
         return cell
+
+    def _refuse_signed(case: Case, what: str) -> None:
+        """409 once the case is signed out: ``what`` is closed."""
+        if case.status == "signed":
+            raise HTTPException(status_code=409, detail=f"case is signed out; {what} is closed")
 
     @app.post("/api/cells/{cell_id}/label")
     def relabel(
@@ -531,11 +537,13 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         c = _case(s, case_id)
         if c.status == "signed":
             raise HTTPException(status_code=409, detail="case already signed out")
-        todo = [x for x in c.cells if x.review_flag and x.reviewed_at is None]
+        cells = list(c.cells)
+        todo = [x for x in cells if x.review_flag and x.reviewed_at is None]
         if todo:
             raise HTTPException(status_code=409, detail=f"{len(todo)} flagged cells are not reviewed yet")
         version = (s.scalar(select(func.max(SignedReport.version)).where(SignedReport.case_id == c.id)) or 0) + 1
-        corrections = [x for x in c.cells if x.label and x.label != x.predicted]
+        corrections = [x for x in cells if x.label and x.label != x.predicted]
+        found = findings_of(cells)
         reopened = (
             s.scalar(
                 select(AuditEvent)
@@ -547,7 +555,7 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
         )
         ctx = dict(
             case=c,
-            diff=differential_of(list(c.cells)),
+            diff=differential_of(cells),
             user=sess.user,
             ts=now(),
             version=version,
@@ -555,10 +563,8 @@ def create_app(db_url: str, data_dir: str | Path) -> FastAPI:
             results=c.results,
             amends=reopened,
             comment=comment,
-            findings=findings_summary(list(c.cells)),
-            after_review=reviewed_suggestion(
-                counts_of(list(c.cells)), (c.results or {}).get("case_scores"), findings_of(list(c.cells))
-            ),
+            findings=findings_summary(found),
+            after_review=reviewed_suggestion(counts_of(cells), (c.results or {}).get("case_scores"), found),
         )
         html = env.get_template("signed.html.j2").render(**ctx)
         pdf = signed_pdf(ctx)

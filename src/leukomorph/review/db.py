@@ -34,11 +34,17 @@ __all__ = [
     "LoginSession",
     "SignedReport",
     "User",
+    "finding_keys",
     "make_engine",
     "now",
 ]
 
 ROLES = ("technologist", "hematologist", "admin")
+
+
+def finding_keys(findings: str | None) -> list[str]:
+    """The finding keys of a cell's ``findings`` column ("|"-joined; empty: none)."""
+    return [f for f in (findings or "").split("|") if f]
 
 
 def now() -> datetime:
@@ -128,7 +134,7 @@ class Cell(Base):
 
     @property
     def finding_list(self) -> list[str]:
-        return [f for f in (self.findings or "").split("|") if f]
+        return finding_keys(self.findings)
 
     @property
     def current(self) -> str:

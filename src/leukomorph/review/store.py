@@ -331,7 +331,8 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
             res = case.results or {}
             ai = res.get("suggestion") or {}
             apl = ((res.get("case_scores") or {}).get("apl_vs_aml") or {}).get("probability")
-            after = reviewed_suggestion(counts, res.get("case_scores"), findings_of(cells))
+            found = findings_of(cells)
+            after = reviewed_suggestion(counts, res.get("case_scores"), found)
             rep = db.execute(  # the latest report's signer, not its HTML and PDF
                 select(SignedReport.version, SignedReport.signed_by, SignedReport.ts)
                 .where(SignedReport.case_id == case.id)
@@ -361,7 +362,7 @@ def export_cases(db: Session, out: str | os.PathLike[str], signed_only: bool = T
                     "-".join(str(v) for v in diff["blast_ci95"]),
                     after["code"],
                     after["urgent"],
-                    "; ".join(f"{f['name']}: {f['cells']}" for f in findings_summary(cells)),
+                    "; ".join(f"{f['name']}: {f['cells']}" for f in findings_summary(found)),
                 ]
             )
             n += 1

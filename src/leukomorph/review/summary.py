@@ -11,7 +11,7 @@ from ..aggregate import RULES_VERSION, suggest
 from ..aggregate.differential import differential_from_counts as core_differential
 from ..records import CellPrediction
 from ..taxonomy import ARTEFACT, CLASSES, FINDINGS
-from .db import Cell
+from .db import Cell, finding_keys
 
 __all__ = [
     "counts_of",
@@ -51,16 +51,14 @@ def findings_from(rows: Iterable[tuple[str, str | None]]) -> dict[str, list[str]
     """:func:`findings_of` from (path, "|"-joined findings) pairs, e.g. two columns of a query."""
     on: dict[str, list[str]] = defaultdict(list)
     for path, found in rows:
-        for f in (found or "").split("|"):
-            if f:
-                on[f].append(path)
+        for f in finding_keys(found):
+            on[f].append(path)
     return {k: on[k] for k in FINDINGS if on[k]}
 
 
-def findings_summary(cells: list[Cell] | dict[str, list[str]]) -> list[dict]:
-    """How many cells carry each recorded finding (FINDINGS order; findings on no cell left out),
-    from the cells or from what :func:`findings_of` made of them."""
-    found = cells if isinstance(cells, dict) else findings_of(cells)
+def findings_summary(found: dict[str, list[str]]) -> list[dict]:
+    """How many cells carry each recorded finding, from what :func:`findings_of` made of the cells
+    (FINDINGS order; findings on no cell left out)."""
     return [{"finding": k, "name": FINDINGS[k], "cells": len(v)} for k, v in found.items()]
 
 
